@@ -1,0 +1,254 @@
+//! The CIFAR-10 binary reader and writer: round trips, agreement with
+//! candle-datasets, every rejected input, and (with `CIFAR10_DIR`) the real set.
+
+use std::fs;
+use std::path::Path;
+
+use muq_data::cifar::{META_FILE, TEST_FILE, TRAIN_FILES, read_batch_file};
+use muq_data::{
+    Cifar10, DataError, IMAGE_BYTES, ImageSet, NUM_CLASSES, RECORD_BYTES, load_dir, synthetic,
+    write_dir,
+};
+
+fn written(n_train: usize, n_test: usize, per_file: usize) -> (tempfile::TempDir, Cifar10) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic::generate(n_train, n_test, 7);
+    write_dir(dir.path(), &data, per_file).unwrap();
+    (dir, data)
+}
+
+fn records(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().len() / RECORD_BYTES as u64
+}
+
+#[test]
+fn round_trip_with_uneven_files() {
+    // 37 training records over 5 files of at most 8: 8, 8, 7, 7, 7.
+    let (dir, data) = written(37, 13, 8);
+    let sizes: Vec<u64> = TRAIN_FILES
+        .iter()
+        .map(|f| records(&dir.path().join(f)))
+        .collect();
+    assert_eq!(sizes, [8, 8, 7, 7, 7]);
+    assert_eq!(records(&dir.path().join(TEST_FILE)), 13);
+    let back = load_dir(dir.path()).unwrap();
+    assert_eq!(back, data);
+    assert_eq!(back.train.checksum(), data.train.checksum());
+    assert_eq!(back.class_names[0], "airplane");
+}
+
+#[test]
+fn round_trip_with_one_record_per_file() {
+    let (dir, data) = written(5, 1, 1);
+    assert_eq!(load_dir(dir.path()).unwrap(), data);
+}
+
+#[test]
+fn reads_files_of_any_record_count() {
+    // Files written by hand with 0, 1, 2, 3 and 4 records.
+    let data = synthetic::generate(10, 3, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut start = 0;
+    for (k, name) in TRAIN_FILES.iter().enumerate() {
+        let mut bytes = Vec::new();
+        for i in start..start + k {
+            bytes.push(data.train.labels()[i]);
+            bytes.extend_from_slice(data.train.image(i));
+        }
+        fs::write(dir.path().join(name), bytes).unwrap();
+        start += k;
+    }
+    let mut test = Vec::new();
+    for i in 0..3 {
+        test.push(data.test.labels()[i]);
+        test.extend_from_slice(data.test.image(i));
+    }
+    fs::write(dir.path().join(TEST_FILE), test).unwrap();
+    fs::write(dir.path().join(META_FILE), muq_data::CLASS_NAMES.join("\n")).unwrap();
+    let back = load_dir(dir.path()).unwrap();
+    assert_eq!(back.train, data.train);
+    assert_eq!(back.test, data.test);
+}
+
+#[test]
+fn agrees_with_candle_datasets_on_the_standard_layout() {
+    let (dir, data) = written(50_000, 10_000, 10_000);
+    for f in TRAIN_FILES.iter().chain([&TEST_FILE]) {
+        assert_eq!(records(&dir.path().join(f)), 10_000, "{f}");
+    }
+    let ours = load_dir(dir.path()).unwrap();
+    assert_eq!(ours, data);
+    let theirs = candle_datasets::vision::cifar::load_dir(dir.path()).unwrap();
+    for (set, images, labels) in [
+        (&ours.train, &theirs.train_images, &theirs.train_labels),
+        (&ours.test, &theirs.test_images, &theirs.test_labels),
+    ] {
+        assert_eq!(images.dims(), [set.len(), 3, 32, 32]);
+        // candle-datasets gives f32 in [0, 1]; take both back to bytes.
+        let theirs_bytes: Vec<u8> = images
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(|v| (v * 255.0).round() as u8)
+            .collect();
+        assert!(theirs_bytes == set.images(), "image bytes differ");
+        assert_eq!(labels.to_vec1::<u8>().unwrap(), set.labels());
+    }
+}
+
+#[test]
+fn missing_files_are_named() {
+    for name in [TRAIN_FILES[3], TEST_FILE, META_FILE] {
+        let (dir, _) = written(10, 2, 2);
+        fs::remove_file(dir.path().join(name)).unwrap();
+        let err = load_dir(dir.path()).unwrap_err();
+        match &err {
+            DataError::MissingFile { path, .. } => assert!(path.ends_with(name)),
+            other => panic!("expected MissingFile for {name}, got {other:?}"),
+        }
+        let msg = err.to_string();
+        assert!(msg.contains(name), "{msg}");
+        assert!(msg.contains("cargo xtask download"), "{msg}");
+        assert!(msg.contains("CIFAR10_DIR"), "{msg}");
+    }
+}
+
+#[test]
+fn truncated_file_names_the_record() {
+    let (dir, _) = written(20, 4, 4);
+    let path = dir.path().join(TRAIN_FILES[1]);
+    let bytes = fs::read(&path).unwrap();
+    assert_eq!(bytes.len(), 4 * RECORD_BYTES);
+    fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+    let err = load_dir(dir.path()).unwrap_err();
+    match &err {
+        DataError::TruncatedFile {
+            path: p,
+            record,
+            partial,
+            ..
+        } => {
+            assert_eq!(p, &path);
+            assert_eq!((*record, *partial), (3, RECORD_BYTES - 100));
+        }
+        other => panic!("expected TruncatedFile, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("data_batch_2.bin"), "{msg}");
+    assert!(msg.contains("record 3"), "{msg}");
+    assert!(msg.contains("3073"), "{msg}");
+    assert!(msg.contains("cargo xtask download"), "{msg}");
+
+    // A file shorter than one record.
+    fs::write(&path, [1u8; 10]).unwrap();
+    assert!(matches!(
+        read_batch_file(&path),
+        Err(DataError::TruncatedFile {
+            record: 0,
+            partial: 10,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn out_of_range_label_names_file_and_record() {
+    let (dir, _) = written(20, 4, 4);
+    let path = dir.path().join(TRAIN_FILES[2]);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[2 * RECORD_BYTES] = 11;
+    fs::write(&path, bytes).unwrap();
+    let err = load_dir(dir.path()).unwrap_err();
+    assert!(
+        matches!(&err, DataError::BadLabelInFile { path: p, record: 2, label: 11 } if p == &path),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("data_batch_3.bin"), "{msg}");
+    assert!(msg.contains("record 2"), "{msg}");
+    assert!(msg.contains("label 11"), "{msg}");
+}
+
+#[test]
+fn bad_class_name_file_is_rejected() {
+    let (dir, _) = written(5, 1, 1);
+    fs::write(dir.path().join(META_FILE), "cat\ndog\n").unwrap();
+    let err = load_dir(dir.path()).unwrap_err();
+    assert!(matches!(err, DataError::BadMeta { .. }), "{err:?}");
+    assert!(err.to_string().contains(META_FILE));
+}
+
+#[test]
+fn write_dir_rejects_too_few_records_per_file() {
+    let data = synthetic::generate(11, 1, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let err = write_dir(dir.path(), &data, 2).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DataError::InvalidArgument {
+                name: "records_per_file",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    write_dir(dir.path(), &data, 3).unwrap();
+}
+
+#[test]
+fn image_set_validates() {
+    assert!(matches!(
+        ImageSet::new(vec![0; IMAGE_BYTES * 2], vec![1]),
+        Err(DataError::LengthMismatch {
+            images: 6144,
+            labels: 1
+        })
+    ));
+    assert!(matches!(
+        ImageSet::new(vec![0; IMAGE_BYTES * 2], vec![1, 10]),
+        Err(DataError::BadLabel {
+            index: 1,
+            label: 10
+        })
+    ));
+    let set = ImageSet::new((0..2 * IMAGE_BYTES).map(|i| i as u8).collect(), vec![3, 9]).unwrap();
+    assert_eq!(set.len(), 2);
+    assert_eq!(set.image(1)[0], (IMAGE_BYTES % 256) as u8);
+    let mut counts = [0; NUM_CLASSES];
+    counts[3] = 1;
+    counts[9] = 1;
+    assert_eq!(set.class_counts(), counts);
+    let swapped = set.subset(&[1, 0]);
+    assert_eq!(swapped.labels(), [9, 3]);
+    assert_eq!(swapped.image(0), set.image(1));
+    assert_ne!(swapped.checksum(), set.checksum());
+    assert_eq!(set.subset(&[0, 1]).checksum(), set.checksum());
+    assert_eq!(set.checksum().len(), 64);
+}
+
+/// The real data set, when `CIFAR10_DIR` points at it.
+#[test]
+fn real_cifar10_when_available() {
+    let Some(dir) = std::env::var_os("CIFAR10_DIR") else {
+        eprintln!(
+            "SKIPPED real_cifar10_when_available: CIFAR10_DIR is not set, so the real \
+             CIFAR-10 was not loaded (set CIFAR10_DIR=/path/to/cifar10 to run this check)"
+        );
+        return;
+    };
+    let data = load_dir(Path::new(&dir)).unwrap();
+    assert_eq!(data.train.len(), 50_000);
+    assert_eq!(data.test.len(), 10_000);
+    assert_eq!(data.train.class_counts(), [5_000; NUM_CLASSES]);
+    assert_eq!(data.test.class_counts(), [1_000; NUM_CLASSES]);
+    assert_eq!(data.class_names, muq_data::CLASS_NAMES);
+    eprintln!(
+        "real CIFAR-10 at {}: train {}, test {}",
+        Path::new(&dir).display(),
+        data.train.checksum(),
+        data.test.checksum()
+    );
+}
