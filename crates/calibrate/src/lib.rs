@@ -1,0 +1,52 @@
+//! Calibration metrics for classifiers, on plain slices.
+//!
+//! `muq-calibrate` measures how well a classifier's softmax confidence
+//! matches its accuracy: accuracy, the original notebook's 10-bin expected
+//! calibration error (ECE), maximum calibration error, adaptive (equal-mass)
+//! and classwise ECE, the multi-class Brier score, negative log-likelihood,
+//! reliability-diagram bins, temperature scaling (the exact NLL-minimising
+//! temperature) and seeded percentile-bootstrap confidence intervals. It
+//! depends on no tensor library: logits are a row-major `&[f32]` or `&[f64]`
+//! slice, labels a `&[usize]`, and every computation runs in `f64`.
+//!
+//! ```
+//! use muq_calibrate::{ece, fit_temperature, Logits, Predictions};
+//!
+//! // Four samples, three classes, row-major.
+//! let z = [2.0f32, 0.5, -1.0, 0.1, 0.3, 0.2, -1.0, 0.0, 3.0, 1.0, 1.0, 0.5];
+//! let labels = [0, 2, 2, 1];
+//! let logits = Logits::new(&z, 3)?;
+//!
+//! let p = Predictions::new(&logits, &labels)?;
+//! let e = ece(&p, 10)?;
+//! assert!((0.0..=1.0).contains(&e));
+//!
+//! let fit = fit_temperature(&logits, &labels)?;
+//! assert!(fit.nll_after <= fit.nll_before);
+//! # Ok::<(), muq_calibrate::CalibError>(())
+//! ```
+//!
+//! Workflow: wrap logits in a validated [`Logits`] view, turn them into
+//! [`Predictions`] (softmax computed once, optionally at a temperature), then
+//! call the metric functions — or [`summarize`] for all of them, before and
+//! after temperature scaling, in one [`Summary`].
+#![deny(missing_docs)]
+
+mod bootstrap;
+mod error;
+mod logits;
+mod metrics;
+mod summary;
+mod temperature;
+
+pub use bootstrap::{BootstrapConfig, ConfidenceInterval, bootstrap_ci};
+pub use error::{CalibError, Result};
+pub use logits::{LogitSlice, Logits, Predictions, log_softmax, softmax};
+pub use metrics::{
+    ReliabilityBin, ReliabilityDiagram, accuracy, adaptive_ece, brier, classwise_ece, ece, mce,
+    nll, reliability_diagram,
+};
+pub use summary::{MetricSet, Summary, summarize};
+pub use temperature::{
+    TemperatureConfig, TemperatureFit, fit_temperature, fit_temperature_with, nll_at_temperature,
+};

@@ -1,0 +1,51 @@
+//! The `muq` command-line tool: a thin dispatcher over the subcommands in
+//! the `muq` library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use muq::logits_io::is_input_error;
+use muq::metrics::MetricsArgs;
+
+/// Measure how machine unlearning changes a classifier's calibration.
+#[derive(Debug, Parser)]
+#[command(name = "muq", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Calibration metrics (ECE, MCE, Brier, NLL, …) of saved logits, before
+    /// and after temperature scaling; prints one JSON object.
+    Metrics(MetricsArgs),
+}
+
+/// Exit status for invalid input data (bad numbers, shapes, labels).
+const EXIT_INPUT: u8 = 2;
+/// Exit status for every other failure.
+const EXIT_FAILURE: u8 = 1;
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Metrics(args) => muq::metrics::run(&args),
+    }
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(err) => {
+            // `{:#}` prints the whole chain on one line: "context: cause: root".
+            eprintln!("error: {err:#}");
+            let code = if err.chain().any(is_input_error) {
+                EXIT_INPUT
+            } else {
+                EXIT_FAILURE
+            };
+            Ok(ExitCode::from(code))
+        }
+    }
+}

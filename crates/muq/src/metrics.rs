@@ -1,0 +1,213 @@
+//! `muq metrics`: calibration metrics of saved logits, before and after
+//! temperature scaling.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use muq_calibrate::{Logits, Summary, TemperatureFit, fit_temperature, summarize};
+use serde::Serialize;
+
+use crate::logits_io::{InputError, LabelledLogits, Location, read_labelled};
+
+/// Arguments of `muq metrics`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MetricsArgs {
+    /// Logits of the evaluated set: CSV (one row per sample, one column per
+    /// class, no header) or .npy (2-D float32/float64).
+    #[arg(long, value_name = "FILE")]
+    pub logits: PathBuf,
+    /// Labels of the evaluated set: one integer per line, or .npy (1-D integer).
+    #[arg(long, value_name = "FILE")]
+    pub labels: PathBuf,
+    /// Logits of a separate calibration set to fit the temperature on
+    /// (default: fit on the evaluated set itself).
+    #[arg(long, value_name = "FILE", requires = "cal_labels")]
+    pub cal_logits: Option<PathBuf>,
+    /// Labels of the calibration set.
+    #[arg(long, value_name = "FILE", requires = "cal_logits")]
+    pub cal_labels: Option<PathBuf>,
+    /// Number of bins of the binned calibration errors.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub bins: u32,
+}
+
+/// Which set the temperature was fitted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FittedOn {
+    /// The evaluated set itself (no calibration set given): in-sample, optimistic.
+    Evaluated,
+    /// The separate calibration set.
+    Calibration,
+}
+
+/// The JSON object `muq metrics` prints: one flat record, metrics after
+/// temperature scaling suffixed `_after_ts`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricsReport {
+    /// Samples in the evaluated set.
+    pub n: usize,
+    /// Number of classes.
+    pub num_classes: usize,
+    /// Bins of the binned metrics.
+    pub bins: usize,
+    /// Accuracy (unchanged by temperature scaling).
+    pub accuracy: f64,
+    /// Notebook ECE (equal-width bins).
+    pub ece: f64,
+    /// Maximum calibration error.
+    pub mce: f64,
+    /// Equal-mass ECE.
+    pub adaptive_ece: f64,
+    /// Classwise ECE.
+    pub classwise_ece: f64,
+    /// Multi-class Brier score, in [0, 2].
+    pub brier: f64,
+    /// Mean cross-entropy (nats).
+    pub nll: f64,
+    /// Samples with top-label confidence exactly 1.0 (in no ECE bin).
+    pub saturated: usize,
+    /// The fitted temperature.
+    pub temperature: f64,
+    /// Where the temperature was fitted.
+    pub temperature_fitted_on: FittedOn,
+    /// Samples in the set the temperature was fitted on.
+    pub temperature_fit_n: usize,
+    /// Whether the temperature search converged at an interior optimum.
+    pub temperature_converged: bool,
+    /// Objective evaluations the temperature search made.
+    pub temperature_iterations: usize,
+    /// d NLL / d ln T on the fitting set at the fitted temperature.
+    pub temperature_gradient: f64,
+    /// NLL of the fitting set at T = 1.
+    pub temperature_fit_nll_before: f64,
+    /// NLL of the fitting set at the fitted temperature.
+    pub temperature_fit_nll_after: f64,
+    /// ECE after temperature scaling.
+    pub ece_after_ts: f64,
+    /// MCE after temperature scaling.
+    pub mce_after_ts: f64,
+    /// Adaptive ECE after temperature scaling.
+    pub adaptive_ece_after_ts: f64,
+    /// Classwise ECE after temperature scaling.
+    pub classwise_ece_after_ts: f64,
+    /// Brier score after temperature scaling.
+    pub brier_after_ts: f64,
+    /// NLL after temperature scaling.
+    pub nll_after_ts: f64,
+    /// Saturated samples after temperature scaling.
+    pub saturated_after_ts: usize,
+}
+
+impl MetricsReport {
+    /// Flattens a [`Summary`] (computed at `fit.temperature`) and the fit
+    /// into one record.
+    pub fn new(summary: &Summary, fit: &TemperatureFit, fitted_on: FittedOn, fit_n: usize) -> Self {
+        let (before, after) = (&summary.uncalibrated, &summary.scaled);
+        MetricsReport {
+            n: summary.n,
+            num_classes: summary.num_classes,
+            bins: summary.bins,
+            accuracy: before.accuracy,
+            ece: before.ece,
+            mce: before.mce,
+            adaptive_ece: before.adaptive_ece,
+            classwise_ece: before.classwise_ece,
+            brier: before.brier,
+            nll: before.nll,
+            saturated: before.saturated,
+            temperature: fit.temperature,
+            temperature_fitted_on: fitted_on,
+            temperature_fit_n: fit_n,
+            temperature_converged: fit.converged,
+            temperature_iterations: fit.iterations,
+            temperature_gradient: fit.gradient,
+            temperature_fit_nll_before: fit.nll_before,
+            temperature_fit_nll_after: fit.nll_after,
+            ece_after_ts: after.ece,
+            mce_after_ts: after.mce,
+            adaptive_ece_after_ts: after.adaptive_ece,
+            classwise_ece_after_ts: after.classwise_ece,
+            brier_after_ts: after.brier,
+            nll_after_ts: after.nll,
+            saturated_after_ts: after.saturated,
+        }
+    }
+}
+
+fn load(logits: &Path, labels: &Path) -> anyhow::Result<LabelledLogits> {
+    Ok(read_labelled(logits, labels)?)
+}
+
+fn view(set: &LabelledLogits) -> anyhow::Result<Logits<'_>> {
+    Logits::new(&set.logits.values, set.logits.num_classes).context("invalid logits")
+}
+
+/// Computes the report for `args`, writing notes and warnings to stderr.
+///
+/// # Errors
+/// Unreadable files; invalid contents as an
+/// [`InputError`] (the binary exits with 2).
+pub fn compute(args: &MetricsArgs) -> anyhow::Result<MetricsReport> {
+    let eval = load(&args.logits, &args.labels)?;
+    let cal = match (&args.cal_logits, &args.cal_labels) {
+        (Some(l), Some(y)) => {
+            let cal = load(l, y)?;
+            if cal.logits.num_classes != eval.logits.num_classes {
+                return Err(InputError::new(
+                    l,
+                    Location::File,
+                    format!(
+                        "{} columns, but {} has {}",
+                        cal.logits.num_classes,
+                        args.logits.display(),
+                        eval.logits.num_classes
+                    ),
+                )
+                .into());
+            }
+            Some(cal)
+        }
+        _ => None,
+    };
+    let eval_logits = view(&eval)?;
+    let (fit_set, fitted_on) = match &cal {
+        Some(cal) => (cal, FittedOn::Calibration),
+        None => {
+            eprintln!(
+                "note: no --cal-logits given: fitting the temperature on the evaluated set itself \
+                 (the after-scaling metrics are in-sample)"
+            );
+            (&eval, FittedOn::Evaluated)
+        }
+    };
+    let fit =
+        fit_temperature(&view(fit_set)?, &fit_set.labels).context("fitting the temperature")?;
+    if !fit.converged {
+        eprintln!(
+            "warning: the temperature search did not converge to an interior optimum \
+             (T = {}, d NLL/d ln T = {:e})",
+            fit.temperature, fit.gradient
+        );
+    }
+    let bins = args.bins as usize;
+    let s = summarize(&eval_logits, &eval.labels, fit.temperature, bins)
+        .context("computing metrics")?;
+    Ok(MetricsReport::new(
+        &s,
+        &fit,
+        fitted_on,
+        fit_set.labels.len(),
+    ))
+}
+
+/// Runs `muq metrics`: prints the [`MetricsReport`] as one pretty-printed
+/// JSON object on stdout.
+///
+/// # Errors
+/// As [`compute`].
+pub fn run(args: &MetricsArgs) -> anyhow::Result<()> {
+    let report = compute(args)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
