@@ -1,0 +1,319 @@
+//! `cargo xtask`: the user's entry points that are not the `muq` binary
+//! itself — fetching CIFAR-10 and running whole sweeps.
+//!
+//! Few dependencies, no candle: `cargo xtask --help` compiles in seconds.
+//! `sweep` builds `muq` in release and hands over to `muq sweep`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+/// The official archive and its published MD5
+/// (<https://www.cs.toronto.edu/~kriz/cifar.html>).
+const CIFAR_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
+const CIFAR_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
+/// Files of the binary layout and their sizes (10,000 records of 3,073 bytes).
+const LAYOUT: [(&str, u64); 6] = [
+    ("data_batch_1.bin", 30_730_000),
+    ("data_batch_2.bin", 30_730_000),
+    ("data_batch_3.bin", 30_730_000),
+    ("data_batch_4.bin", 30_730_000),
+    ("data_batch_5.bin", 30_730_000),
+    ("test_batch.bin", 30_730_000),
+];
+const META: &str = "batches.meta.txt";
+
+/// Developer and user chores for muq.
+#[derive(Debug, Parser)]
+#[command(name = "xtask", bin_name = "cargo xtask", about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Fetch the official cifar-10-binary.tar.gz, verify its checksum and
+    /// unpack it; does nothing when a complete copy is already there.
+    Download {
+        /// Where the binary layout goes.
+        #[arg(long, default_value = "data/cifar10")]
+        dir: PathBuf,
+    },
+    /// Build muq in release and run a whole study (`muq sweep`), then its report.
+    Sweep {
+        /// paper | original | extended | quick.
+        #[arg(long, default_value = "paper")]
+        preset: String,
+        /// CIFAR-10 directory (default: $CIFAR10_DIR, else data/cifar10, downloaded if missing).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Results directory (default: results/<preset>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// cpu, cuda or cuda:N (cuda builds muq with --features cuda).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Run only the I-th of N disjoint slices of the grid (0-based), e.g. 0/4.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
+        /// Write a Slurm array script (one task per run) instead of running.
+        #[arg(long)]
+        slurm: bool,
+        /// Extra arguments passed to `muq sweep` (after --).
+        #[arg(last = true)]
+        rest: Vec<String>,
+    },
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the root")
+        .to_path_buf()
+}
+
+/// Whether `dir` holds a complete binary layout (sizes only: local copies,
+/// e.g. re-encoded ones, need not match the official checksums).
+fn layout_complete(dir: &Path) -> bool {
+    LAYOUT
+        .iter()
+        .all(|(name, size)| std::fs::metadata(dir.join(name)).is_ok_and(|m| m.len() == *size))
+        && dir.join(META).is_file()
+}
+
+fn how_to_get_it(dir: &Path) -> String {
+    format!(
+        "to proceed without a download, either\n  \
+         - download {CIFAR_URL} yourself (MD5 {CIFAR_MD5}), unpack it and copy the files of \
+         cifar-10-batches-bin/ into {dir}, or\n  \
+         - point muq at an existing copy in the binary layout: --data-dir DIR, or set CIFAR10_DIR=DIR",
+        dir = dir.display()
+    )
+}
+
+fn download(dir: &Path) -> anyhow::Result<()> {
+    if layout_complete(dir) {
+        println!(
+            "CIFAR-10 already present in {}: nothing to do",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    // Everything happens in a scratch folder beside the destination, which is
+    // renamed into place only when complete: never a half-written dataset.
+    let scratch = parent.join(format!(".cifar10-download-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)?;
+    let result = fetch_into(&scratch, dir);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    result
+}
+
+fn fetch_into(scratch: &Path, dir: &Path) -> anyhow::Result<()> {
+    let archive = scratch.join("cifar-10-binary.tar.gz");
+    println!("downloading {CIFAR_URL} …");
+    let status = Command::new("curl")
+        .args([
+            "--fail",
+            "--location",
+            "--silent",
+            "--show-error",
+            "--connect-timeout",
+            "20",
+            "-o",
+        ])
+        .arg(&archive)
+        .arg(CIFAR_URL)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => bail!(
+            "download failed (curl exit code {}): are you offline?\n{}",
+            s.code().unwrap_or(-1),
+            how_to_get_it(dir)
+        ),
+        Err(e) => bail!("cannot run curl ({e})\n{}", how_to_get_it(dir)),
+    }
+    let bytes =
+        std::fs::read(&archive).with_context(|| format!("reading {}", archive.display()))?;
+    let digest = format!("{:x}", md5::compute(&bytes));
+    if digest != CIFAR_MD5 {
+        bail!(
+            "checksum mismatch: {} has MD5 {digest}, the published one is {CIFAR_MD5} \
+             (a truncated or altered download); nothing was installed.\n{}",
+            archive.display(),
+            how_to_get_it(dir)
+        );
+    }
+    let status = Command::new("tar")
+        .arg("-xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(scratch)
+        .status()?;
+    if !status.success() {
+        bail!("unpacking {} failed", archive.display());
+    }
+    let unpacked = scratch.join("cifar-10-batches-bin");
+    if !layout_complete(&unpacked) {
+        bail!("the archive did not contain the expected binary layout");
+    }
+    if dir.exists() {
+        // An incomplete earlier copy: replace it whole.
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("removing incomplete {}", dir.display()))?;
+    }
+    std::fs::rename(&unpacked, dir)
+        .with_context(|| format!("moving the dataset into {}", dir.display()))?;
+    std::fs::remove_dir_all(scratch)?;
+    println!("CIFAR-10 ready in {}", dir.display());
+    Ok(())
+}
+
+/// The dataset directory for a sweep: the flag, $CIFAR10_DIR, or
+/// data/cifar10 (downloaded when missing).
+fn resolve_data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(d) = flag {
+        if !layout_complete(&d) {
+            bail!(
+                "--data-dir {} does not hold a complete CIFAR-10 binary layout \
+                 (data_batch_1..5.bin, test_batch.bin, batches.meta.txt)",
+                d.display()
+            );
+        }
+        return Ok(d);
+    }
+    if let Some(d) = std::env::var_os("CIFAR10_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d));
+    }
+    let dir = project_root().join("data/cifar10");
+    download(&dir).context("no --data-dir and no CIFAR10_DIR, so CIFAR-10 was to be downloaded")?;
+    Ok(dir)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sweep(
+    preset: &str,
+    data_dir: Option<PathBuf>,
+    out: Option<PathBuf>,
+    device: &str,
+    shard: Option<String>,
+    slurm: bool,
+    rest: &[String],
+) -> anyhow::Result<()> {
+    let root = project_root();
+    let data_dir = resolve_data_dir(data_dir)?;
+    let out = out.unwrap_or_else(|| root.join("results").join(preset));
+    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    build
+        .current_dir(&root)
+        .args(["build", "--release", "--package", "muq"]);
+    if device.starts_with("cuda") {
+        build.args(["--features", "cuda"]);
+    }
+    println!("building muq (release) …");
+    if !build.status().context("running cargo build")?.success() {
+        bail!("building muq failed");
+    }
+    let muq = root.join("target/release/muq");
+    let mut cmd = Command::new(&muq);
+    cmd.arg("sweep")
+        .args(["--preset", preset])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--out")
+        .arg(&out)
+        .args(["--device", device]);
+    if let Some(s) = shard {
+        cmd.args(["--shard", &s]);
+    }
+    if slurm {
+        cmd.arg("--slurm");
+    }
+    cmd.args(rest);
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", muq.display()))?;
+    if !status.success() {
+        bail!("muq sweep failed ({status})");
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Download { dir } => download(&dir),
+        Task::Sweep {
+            preset,
+            data_dir,
+            out,
+            device,
+            shard,
+            slurm,
+            rest,
+        } => sweep(&preset, data_dir, out, &device, shard, slurm, &rest),
+    };
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_incomplete_layout_is_not_taken_for_a_dataset() {
+        let dir = std::env::temp_dir().join(format!("xtask-layout-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(!layout_complete(&dir));
+        for (name, size) in LAYOUT {
+            let f = std::fs::File::create(dir.join(name)).unwrap();
+            f.set_len(size).unwrap();
+        }
+        assert!(!layout_complete(&dir), "the meta file is missing");
+        std::fs::write(dir.join(META), "airplane\n").unwrap();
+        assert!(layout_complete(&dir));
+        std::fs::File::create(dir.join("test_batch.bin"))
+            .unwrap()
+            .set_len(3073)
+            .unwrap();
+        assert!(!layout_complete(&dir), "a truncated file");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn shared_copy_counts_as_complete_when_present() {
+        let shared = project_root().join("../shared/cifar10");
+        if !shared.is_dir() {
+            eprintln!(
+                "shared_copy_counts_as_complete_when_present: did not run (no ../shared/cifar10)"
+            );
+            return;
+        }
+        assert!(layout_complete(&shared));
+    }
+
+    #[test]
+    fn the_offline_message_says_what_to_do() {
+        let msg = how_to_get_it(Path::new("data/cifar10"));
+        assert!(
+            msg.contains(CIFAR_URL) && msg.contains("--data-dir") && msg.contains("CIFAR10_DIR")
+        );
+    }
+}
