@@ -2,7 +2,7 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{CalibError, Result};
 
@@ -29,7 +29,7 @@ impl Default for BootstrapConfig {
 }
 
 /// A percentile bootstrap confidence interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ConfidenceInterval {
     /// The statistic on the full sample (indices `0..n`).
     pub estimate: f64,

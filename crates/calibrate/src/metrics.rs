@@ -1,6 +1,6 @@
 //! Accuracy, proper scores (Brier, NLL) and binned calibration errors.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{CalibError, Result};
 use crate::logits::Predictions;
@@ -48,7 +48,7 @@ fn digitize(x: f64, uppers: &[f64]) -> usize {
 }
 
 /// One bin of a reliability diagram.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ReliabilityBin {
     /// Lower edge (inclusive).
     pub lower: f64,
@@ -70,7 +70,7 @@ pub struct ReliabilityBin {
 /// softmax) lands past the last bin, so it is in **no** bin, but it still
 /// counts in `n`, the ECE's denominator; [`ReliabilityDiagram::saturated`]
 /// counts such samples.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReliabilityDiagram {
     /// The bins, lowest confidence first.
     pub bins: Vec<ReliabilityBin>,

@@ -1,13 +1,13 @@
 //! Every metric in one serialisable struct.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::logits::{Logits, Predictions};
 use crate::metrics::{accuracy, adaptive_ece, brier, classwise_ece, nll, reliability_diagram};
 
 /// All scalar metrics of one set of predictions.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MetricSet {
     /// Fraction classified correctly.
     pub accuracy: f64,
@@ -49,7 +49,7 @@ impl MetricSet {
 }
 
 /// Metrics of one logit set before and after temperature scaling.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// Number of samples.
     pub n: usize,

@@ -1,6 +1,6 @@
 //! Temperature scaling: the exact NLL-minimising temperature.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{CalibError, Result};
 use crate::logits::{Logits, check_labels};
@@ -33,7 +33,7 @@ impl Default for TemperatureConfig {
 }
 
 /// Result of fitting a temperature.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TemperatureFit {
     /// The fitted temperature `T > 0` (divide logits by it).
     pub temperature: f64,
