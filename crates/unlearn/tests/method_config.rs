@@ -1,0 +1,231 @@
+//! `Method` as a config file sees it: tags, defaults, unknown fields,
+//! validation that names the field.
+
+use muq_resnet::{BnPolicy, Reduction};
+use muq_unlearn::{
+    FineTuneConfig, FirstOrderConfig, GradientAscentConfig, Method, RetrainConfig,
+    SecondOrderConfig, Solver, UnlearnError,
+};
+
+fn parse(json: &str) -> Result<Method, serde_json::Error> {
+    serde_json::from_str(json)
+}
+
+#[test]
+fn a_bare_tag_gives_the_spec_defaults() {
+    let m = parse(r#"{"method": "first_order"}"#).unwrap();
+    assert_eq!(m, Method::default());
+    let Method::FirstOrder(c) = &m else {
+        panic!("{m:?}")
+    };
+    assert_eq!(c.tau, 2e-5);
+    assert_eq!(c.bn, BnPolicy::Train);
+    assert_eq!(c.reduction, Reduction::Sum);
+    assert_eq!(c.batch_size, 128);
+    assert!(m.is_original_first_order());
+    for name in Method::SHORT_NAMES {
+        let m = parse(&format!(r#"{{"method": "{name}"}}"#)).unwrap();
+        assert_eq!(m.short_name(), name);
+        assert_eq!(m.state_name(), name);
+        assert_eq!(m, Method::from_short_name(name).unwrap());
+        m.validate().unwrap();
+    }
+}
+
+#[test]
+fn settings_are_read_beside_the_tag() {
+    let m = parse(
+        r#"{"method": "first_order", "tau": 1e-4, "bn": "frozen", "reduction": "mean",
+            "name": "fo_frozen"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        m,
+        Method::FirstOrder(FirstOrderConfig {
+            name: Some("fo_frozen".into()),
+            tau: 1e-4,
+            bn: BnPolicy::Frozen,
+            reduction: Reduction::Mean,
+            batch_size: 128,
+        })
+    );
+    assert_eq!(m.state_name(), "fo_frozen");
+    assert_eq!(m.first_order_bn(), Some(BnPolicy::Frozen));
+    assert!(!m.is_original_first_order());
+    let m = parse(r#"{"method": "second_order", "solver": "lissa", "damping": 0.1, "tau": 1}"#)
+        .unwrap();
+    let Method::SecondOrder(c) = m else { panic!() };
+    assert_eq!(c.solver, Solver::Lissa);
+    assert_eq!(c.tau, Some(1.0));
+    assert_eq!(c.damping, 0.1);
+    assert_eq!(c.bn, BnPolicy::Frozen);
+    assert_eq!(c.hessian_samples, 1024);
+}
+
+#[test]
+fn unknown_fields_and_methods_are_errors_that_name_them() {
+    let err = parse(r#"{"method": "first_order", "tua": 1e-4}"#).unwrap_err();
+    assert!(err.to_string().contains("tua"), "{err}");
+    let err = parse(r#"{"method": "retrain", "epochs": 3}"#).unwrap_err();
+    assert!(err.to_string().contains("epochs"), "{err}");
+    let err = parse(r#"{"method": "first_order", "bn": "eval"}"#).unwrap_err();
+    assert!(err.to_string().contains("eval"), "{err}");
+    let err = parse(r#"{"method": "newton"}"#).unwrap_err();
+    assert!(err.to_string().contains("newton"), "{err}");
+    let err = Method::from_short_name("newton").unwrap_err();
+    assert!(
+        err.to_string().contains("first_order, second_order"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_method_round_trips_through_json() {
+    let methods = [
+        Method::FirstOrder(FirstOrderConfig {
+            reduction: Reduction::Mean,
+            ..Default::default()
+        }),
+        Method::SecondOrder(SecondOrderConfig {
+            tau: Some(0.5),
+            solver: Solver::Lissa,
+            ..Default::default()
+        }),
+        Method::SecondOrder(SecondOrderConfig::default()),
+        Method::GradientAscent(GradientAscentConfig {
+            steps: 3,
+            ..Default::default()
+        }),
+        Method::FineTune(FineTuneConfig {
+            name: Some("ft2".into()),
+            epochs: 2,
+            ..Default::default()
+        }),
+        Method::Retrain(RetrainConfig::default()),
+    ];
+    for m in methods {
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(
+            json.contains(&format!(r#""method":"{}""#, m.short_name())),
+            "{json}"
+        );
+        assert!(!json.contains("null"), "unset options are left out: {json}");
+        assert_eq!(parse(&json).unwrap(), m, "{json}");
+    }
+}
+
+fn field_of(m: Method) -> (&'static str, &'static str) {
+    match m.validate() {
+        Err(UnlearnError::Config { method, field, .. }) => (method, field),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}
+
+#[test]
+fn validation_names_the_bad_field() {
+    let cases = [
+        (
+            Method::FirstOrder(FirstOrderConfig {
+                tau: -1.0,
+                ..Default::default()
+            }),
+            ("first_order", "tau"),
+        ),
+        (
+            Method::FirstOrder(FirstOrderConfig {
+                batch_size: 1,
+                ..Default::default()
+            }),
+            ("first_order", "batch_size"),
+        ),
+        (
+            Method::FirstOrder(FirstOrderConfig {
+                name: Some("original".into()),
+                ..Default::default()
+            }),
+            ("first_order", "name"),
+        ),
+        (
+            Method::SecondOrder(SecondOrderConfig {
+                damping: f64::NAN,
+                ..Default::default()
+            }),
+            ("second_order", "damping"),
+        ),
+        (
+            Method::SecondOrder(SecondOrderConfig {
+                max_iters: 0,
+                ..Default::default()
+            }),
+            ("second_order", "max_iters"),
+        ),
+        (
+            Method::SecondOrder(SecondOrderConfig {
+                fd_eps: 0.0,
+                ..Default::default()
+            }),
+            ("second_order", "fd_eps"),
+        ),
+        (
+            Method::SecondOrder(SecondOrderConfig {
+                hessian_samples: 0,
+                ..Default::default()
+            }),
+            ("second_order", "hessian_samples"),
+        ),
+        (
+            Method::SecondOrder(SecondOrderConfig {
+                tau: Some(0.0),
+                ..Default::default()
+            }),
+            ("second_order", "tau"),
+        ),
+        (
+            Method::GradientAscent(GradientAscentConfig {
+                steps: 0,
+                ..Default::default()
+            }),
+            ("gradient_ascent", "steps"),
+        ),
+        (
+            Method::GradientAscent(GradientAscentConfig {
+                lr: f64::INFINITY,
+                ..Default::default()
+            }),
+            ("gradient_ascent", "lr"),
+        ),
+        (
+            Method::FineTune(FineTuneConfig {
+                momentum: 1.0,
+                ..Default::default()
+            }),
+            ("fine_tune", "momentum"),
+        ),
+        (
+            Method::FineTune(FineTuneConfig {
+                epochs: 0,
+                ..Default::default()
+            }),
+            ("fine_tune", "epochs"),
+        ),
+        (
+            Method::Retrain(RetrainConfig {
+                name: Some("re train".into()),
+            }),
+            ("retrain", "name"),
+        ),
+    ];
+    for (m, want) in cases {
+        let msg = m.validate().unwrap_err().to_string();
+        assert!(msg.contains(want.1), "{msg}");
+        assert_eq!(field_of(m), want);
+    }
+    // Batch size 1 is fine when BatchNorm is frozen.
+    Method::FirstOrder(FirstOrderConfig {
+        batch_size: 1,
+        bn: BnPolicy::Frozen,
+        ..Default::default()
+    })
+    .validate()
+    .unwrap();
+}
