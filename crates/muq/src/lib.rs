@@ -3,3 +3,5 @@
 
 pub mod logits_io;
 pub mod metrics;
+pub mod plot;
+pub mod report;

@@ -20,6 +20,9 @@ enum Command {
     /// Calibration metrics (ECE, MCE, Brier, NLL, …) of saved logits, before
     /// and after temperature scaling; prints one JSON object.
     Metrics(MetricsArgs),
+    /// Summarise a results directory: the original's table, the extended
+    /// view and figures (summary.md, summary.csv, summary.json, figures/).
+    Report(muq::report::ReportArgs),
 }
 
 /// Exit status for invalid input data (bad numbers, shapes, labels).
@@ -30,6 +33,7 @@ const EXIT_FAILURE: u8 = 1;
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Metrics(args) => muq::metrics::run(&args),
+        Command::Report(args) => muq::report::run(&args),
     }
 }
 

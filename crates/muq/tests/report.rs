@@ -1,0 +1,743 @@
+//! Tests of `muq report` on synthetic results: `RunResult`s built here with
+//! chosen metric values (no model is trained), written as `result.json`
+//! files, then summarised through the library and through the real binary.
+//!
+//! Every expected number is computed by hand in a comment next to it; the
+//! standard deviation is the population one (ddof = 0). Tolerance 1e-12
+//! absolute for computed means and stds (sums of three or four doubles).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use muq::config::{RunConfig, TrainOn};
+use muq::evaluate::{Reliability, StateMetrics};
+use muq::report::{self, Report, Stat};
+use muq::result::{DataInfo, Provenance, RunResult, StateResult, Timings, write_json};
+use muq_calibrate::{MetricSet, ReliabilityBin, ReliabilityDiagram, Summary, TemperatureFit};
+use muq_data::{ModalityConfig, ModalityKind};
+use muq_resnet::TrainReport;
+use muq_unlearn::Method;
+
+const TOL: f64 = 1e-12;
+
+/// The values a synthetic state reports; everything else derives from them.
+#[derive(Clone, Copy, Debug)]
+struct Values {
+    /// ECE after temperature scaling (before = 3×).
+    ece: f64,
+    /// Brier after temperature scaling (before = + 0.05).
+    brier: f64,
+    /// Forget-set accuracy.
+    forget_acc: f64,
+}
+
+fn v(ece: f64, brier: f64, forget_acc: f64) -> Values {
+    Values {
+        ece,
+        brier,
+        forget_acc,
+    }
+}
+
+fn metric_set(accuracy: f64, ece: f64, brier: f64) -> MetricSet {
+    MetricSet {
+        accuracy,
+        ece,
+        mce: 2.0 * ece,
+        adaptive_ece: 1.5 * ece,
+        classwise_ece: 0.5 * ece,
+        brier,
+        nll: 2.0 * brier,
+        saturated: 0,
+    }
+}
+
+fn summary(accuracy: f64, ece_after: f64, brier_after: f64) -> Summary {
+    Summary {
+        n: 100,
+        num_classes: 10,
+        bins: 10,
+        temperature: 1.5,
+        uncalibrated: metric_set(accuracy, 3.0 * ece_after, brier_after + 0.05),
+        scaled: metric_set(accuracy, ece_after, brier_after),
+    }
+}
+
+/// Ten equal-width bins; bin 9 holds `count` predictions with the given
+/// accuracy (mean confidence 0.95), bin 5 holds 10 at accuracy 0.5, the
+/// others are empty.
+fn diagram(count: usize, accuracy: f64) -> ReliabilityDiagram {
+    let bins = (0..10)
+        .map(|i| {
+            let (c, conf, acc) = match i {
+                9 => (count, Some(0.95), Some(accuracy)),
+                5 => (10, Some(0.55), Some(0.5)),
+                _ => (0, None, None),
+            };
+            ReliabilityBin {
+                lower: i as f64 / 10.0,
+                upper: (i + 1) as f64 / 10.0,
+                count: c,
+                mean_confidence: conf,
+                accuracy: acc,
+            }
+        })
+        .collect();
+    ReliabilityDiagram {
+        bins,
+        n: count + 10,
+        saturated: 0,
+    }
+}
+
+fn state(name: &str, values: Values) -> StateResult {
+    let evaluation = summary(0.8, values.ece, values.brier);
+    StateResult {
+        name: name.to_string(),
+        method: None,
+        report: None,
+        metrics: StateMetrics {
+            temperature: TemperatureFit {
+                temperature: 1.5,
+                iterations: 10,
+                gradient: 0.0,
+                nll_before: 1.0,
+                nll_after: 0.9,
+                converged: true,
+            },
+            calibration: evaluation,
+            evaluation,
+            forget: summary(values.forget_acc, 0.1, 0.5),
+            retain: summary(0.9, 0.02, 0.2),
+            reliability: Reliability {
+                before_ts: diagram(90, 0.9),
+                after_ts: diagram(90, 0.94),
+            },
+            bootstrap: BTreeMap::new(),
+            mc_dropout: None,
+        },
+    }
+}
+
+/// A run of `kind` and `seed` with the given states (`original` and method
+/// names); `epochs` stands for "some other config".
+fn run_result(
+    kind: ModalityKind,
+    seed: u64,
+    epochs: usize,
+    states: &[(&str, Values)],
+) -> RunResult {
+    let mut config = RunConfig {
+        seed,
+        modality: ModalityConfig::new(kind),
+        ..RunConfig::default()
+    };
+    config.train.epochs = epochs;
+    config.model.width = 8;
+    config.unlearn = states
+        .iter()
+        .filter(|(n, _)| *n != "original")
+        .map(|(n, _)| Method::from_short_name(n).unwrap())
+        .collect();
+    RunResult {
+        schema: muq::result::SCHEMA,
+        run_id: format!("{kind}-{seed}-e{epochs}"),
+        config,
+        seed,
+        train_on: TrainOn::Modified,
+        data: DataInfo {
+            dir: "/synthetic".into(),
+            train_checksum: "0".into(),
+            test_checksum: "0".into(),
+            modification_checksum: "0".into(),
+            n_train: 640,
+            n_calibration: 100,
+            n_evaluation: 100,
+            n_pool: 128,
+            n_forget: 32,
+            n_retain: 608,
+            n_retain_eval: 100,
+        },
+        provenance: Provenance {
+            git_commit: None,
+            git_dirty: None,
+            muq_version: "test".into(),
+            candle_version: "test".into(),
+            device: "cpu".into(),
+            started_unix: 0,
+        },
+        timings: Timings::default(),
+        training: TrainReport::default(),
+        states: states.iter().map(|(n, vals)| state(n, *vals)).collect(),
+    }
+}
+
+/// Writes each run to `dir/runs/<name>/result.json`.
+fn write_runs(dir: &Path, runs: &[(&str, RunResult)]) {
+    for (name, run) in runs {
+        write_json(&dir.join("runs").join(name).join("result.json"), run).unwrap();
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < TOL
+}
+
+fn assert_stat(s: &Stat, mean: f64, std: f64, n: usize) {
+    assert!(close(s.mean, mean), "mean {} ≠ {mean}", s.mean);
+    assert!(close(s.std, std), "std {} ≠ {std}", s.std);
+    assert_eq!(s.n, n);
+}
+
+fn read_report(out: &Path) -> Report {
+    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap()
+}
+
+/// The main fixture: random × 3 seeds, noise × 2 seeds, no label runs;
+/// states original, first_order, retrain.
+fn standard_runs() -> Vec<(&'static str, RunResult)> {
+    use ModalityKind::{Noise, Random};
+    vec![
+        (
+            "random-100",
+            run_result(
+                Random,
+                100,
+                3,
+                &[
+                    ("original", v(0.010, 0.30, 1.0)),
+                    ("first_order", v(0.01, 0.40, 0.9)),
+                    ("retrain", v(0.005, 0.35, 0.7)),
+                ],
+            ),
+        ),
+        (
+            "random-101",
+            run_result(
+                Random,
+                101,
+                3,
+                &[
+                    ("original", v(0.012, 0.31, 1.0)),
+                    ("first_order", v(0.02, 0.41, 0.8)),
+                    ("retrain", v(0.006, 0.36, 0.7)),
+                ],
+            ),
+        ),
+        (
+            "random-102",
+            run_result(
+                Random,
+                102,
+                3,
+                &[
+                    ("original", v(0.014, 0.32, 1.0)),
+                    ("first_order", v(0.03, 0.45, 0.7)),
+                    ("retrain", v(0.007, 0.37, 0.7)),
+                ],
+            ),
+        ),
+        (
+            "noise-100",
+            run_result(
+                Noise,
+                100,
+                3,
+                &[
+                    ("original", v(0.02, 0.5, 1.0)),
+                    ("first_order", v(0.04, 0.6, 0.9)),
+                    ("retrain", v(0.01, 0.5, 0.6)),
+                ],
+            ),
+        ),
+        (
+            "noise-101",
+            run_result(
+                Noise,
+                101,
+                3,
+                &[
+                    ("original", v(0.02, 0.5, 1.0)),
+                    ("first_order", v(0.06, 0.7, 0.9)),
+                    ("retrain", v(0.01, 0.5, 0.6)),
+                ],
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn original_table_matches_hand_computation() {
+    let dir = tempfile::tempdir().unwrap();
+    write_runs(dir.path(), &standard_runs());
+    let written = report::write_report(dir.path(), dir.path()).unwrap();
+    assert_eq!((written.runs, written.groups), (5, 1));
+    let r = read_report(dir.path());
+    let g = &r.groups[0];
+    assert_eq!(g.headline_state, "first_order");
+    assert_eq!(g.label, "all runs");
+    let rows: Vec<&str> = g.headline.iter().map(|h| h.modality.as_str()).collect();
+    assert_eq!(
+        rows,
+        ["random", "noise"],
+        "only present modalities, in table order"
+    );
+
+    // random ECE after TS: 0.01, 0.02, 0.03 → mean 0.02; deviations ±0.01, 0
+    // → var 0.0002/3 → pop std 0.00816496580927726.
+    assert_stat(&g.headline[0].ece, 0.02, 0.008_164_965_809_277_26, 3);
+    // random Brier after TS: 0.40, 0.41, 0.45 → mean 0.42; deviations
+    // −0.02, −0.01, 0.03 → var 0.0014/3 → pop std 0.0216024689946929.
+    assert_stat(&g.headline[0].brier, 0.42, 0.021_602_468_994_692_9, 3);
+    // noise ECE: 0.04, 0.06 → mean 0.05, std 0.01; Brier 0.6, 0.7 → 0.65, 0.05.
+    assert_stat(&g.headline[1].ece, 0.05, 0.01, 2);
+    assert_stat(&g.headline[1].brier, 0.65, 0.05, 2);
+
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(
+        md.contains(
+            "| random | 3 | 0.0200 ± 0.0082 | 0.4200 ± 0.0216 | 0.0154 ± 0.0025 | 0.4118 ± 0.0181 |"
+        ),
+        "{md}"
+    );
+    assert!(md.contains("| Gaussian noise | 2 | 0.0500 ± 0.0100 | 0.6500 ± 0.0500 | 0.0184 ± 0.0003 | 0.4268 ± 0.0263 |"), "{md}");
+    assert!(
+        !md.contains("| modified labels |"),
+        "no label runs, no label row"
+    );
+    assert!(md.contains("original study's ECE"));
+    assert!(md.contains("protocol `corrected` · `train_on = modified` · width 8 · 3 epochs · 640 training images"), "{md}");
+
+    // The extended view: original → first_order change of ECE after TS,
+    // random: 0.01−0.010, 0.02−0.012, 0.03−0.014 = 0, 0.008, 0.016 → mean
+    // 0.008, pop std sqrt((0.008² + 0 + 0.008²)/3) = 0.00653197264742181.
+    let random = &g.modalities[0];
+    let fo = random
+        .states
+        .iter()
+        .find(|s| s.state == "first_order")
+        .unwrap();
+    assert_stat(
+        &fo.minus_original["ece_after_ts"],
+        0.008,
+        0.006_531_972_647_421_81,
+        3,
+    );
+    // ECE before TS is 3× after: 0.03, 0.06, 0.09 → mean 0.06.
+    assert!(close(fo.metrics["ece_before_ts"].mean, 0.06));
+    // NLL = 2 × Brier; adaptive ECE = 1.5 × ECE; T = 1.5 everywhere.
+    assert!(close(fo.metrics["nll_after_ts"].mean, 0.84));
+    assert!(close(fo.metrics["adaptive_ece_after_ts"].mean, 0.03));
+    assert_stat(&fo.metrics["temperature"], 1.5, 0.0, 3);
+    // Forget accuracy 0.9, 0.8, 0.7 → 0.8 ± 0.0816496580927726.
+    assert_stat(
+        &fo.metrics["accuracy_forget"],
+        0.8,
+        0.081_649_658_092_772_6,
+        3,
+    );
+    let states: Vec<&str> = random.states.iter().map(|s| s.state.as_str()).collect();
+    assert_eq!(states, ["original", "first_order", "retrain"]);
+    assert!(md.contains("### Gap to `retrain`"));
+    assert!(md.contains("### Change from `original`"));
+
+    // Pooled reliability: bin 9 of three runs, 90 each → 270; bin 5 → 30.
+    assert_eq!(fo.reliability_after_ts.bins[9].count, 270);
+    assert_eq!(fo.reliability_after_ts.bins[5].count, 30);
+    assert_eq!(fo.reliability_after_ts.n, 300);
+}
+
+#[test]
+fn falls_back_to_original_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs: Vec<(&str, RunResult)> = [100, 101]
+        .into_iter()
+        .map(|seed| {
+            let name = if seed == 100 { "a" } else { "b" };
+            let ece = if seed == 100 { 0.01 } else { 0.03 };
+            (
+                name,
+                run_result(
+                    ModalityKind::Label,
+                    seed,
+                    3,
+                    &[
+                        ("original", v(ece, 0.5, 1.0)),
+                        ("retrain", v(0.0, 0.4, 0.5)),
+                    ],
+                ),
+            )
+        })
+        .collect();
+    write_runs(dir.path(), &runs);
+    report::write_report(dir.path(), dir.path()).unwrap();
+    let r = read_report(dir.path());
+    assert_eq!(r.groups[0].headline_state, "original");
+    // 0.01, 0.03 → 0.02 ± 0.01.
+    assert_stat(&r.groups[0].headline[0].ece, 0.02, 0.01, 2);
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(
+        md.contains("No run in this group has a `first_order` state"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| modified labels | 2 | 0.0200 ± 0.0100 |"),
+        "{md}"
+    );
+}
+
+#[test]
+fn grouping_keeps_different_configs_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for (i, (epochs, ece)) in [(3, 0.01), (3, 0.03), (8, 0.10), (8, 0.20)]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = 100 + (i as u64 % 2);
+        let name: &'static str = ["e3-100", "e3-101", "e8-100", "e8-101"][i];
+        runs.push((
+            name,
+            run_result(
+                ModalityKind::Random,
+                seed,
+                epochs,
+                &[
+                    ("original", v(0.0, 0.3, 1.0)),
+                    ("first_order", v(ece, 0.4, 0.9)),
+                ],
+            ),
+        ));
+    }
+    write_runs(dir.path(), &runs);
+    let written = report::write_report(dir.path(), dir.path()).unwrap();
+    assert_eq!(written.groups, 2);
+    let r = read_report(dir.path());
+    let labels: Vec<&str> = r.groups.iter().map(|g| g.label.as_str()).collect();
+    assert_eq!(labels, ["train.epochs=3", "train.epochs=8"]);
+    // Never pooled: 0.01, 0.03 → 0.02 ± 0.01 and 0.10, 0.20 → 0.15 ± 0.05
+    // (pooling all four would give 0.085).
+    assert_stat(&r.groups[0].headline[0].ece, 0.02, 0.01, 2);
+    assert_stat(&r.groups[1].headline[0].ece, 0.15, 0.05, 2);
+    assert_eq!(r.groups[1].setup.epochs, 8);
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(md.contains("## Group g1: train.epochs=3"));
+    assert!(md.contains("## Group g2: train.epochs=8"));
+    // Figures of each group in their own folder, linked relatively.
+    assert!(dir.path().join("figures/g2/ece_brier.png").is_file());
+    assert!(md.contains("](figures/g2/ece_brier.png)"));
+}
+
+#[test]
+fn retrain_gap_is_paired_by_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    // File names sort in a different order than seeds, and seed 103 has no
+    // retrain state. first_order ECE 0.05, 0.01, 0.03, 0.09 (seeds 100–103),
+    // retrain 0.04, 0.00, 0.02 (seeds 100–102): paired differences are
+    // 0.01, 0.01, 0.01 → mean 0.01, std 0. Pairing by position after sorting
+    // the values would give a non-zero std.
+    let fo = [0.05, 0.01, 0.03, 0.09];
+    let rt = [0.04, 0.00, 0.02];
+    let names = ["z", "y", "x", "w"];
+    let runs: Vec<(&str, RunResult)> = (0..4)
+        .map(|i| {
+            let states = [
+                ("original", v(0.0, 0.3, 1.0)),
+                ("first_order", v(fo[i], 0.4 + i as f64 * 0.01, 0.9)),
+                ("retrain", v(rt.get(i).copied().unwrap_or(0.0), 0.35, 0.6)),
+            ];
+            let mut run = run_result(ModalityKind::Random, 100 + i as u64, 3, &states);
+            if i == 3 {
+                // Same config (retrain listed), but its retrain state is absent.
+                run.states.retain(|s| s.name != "retrain");
+            }
+            (names[i], run)
+        })
+        .collect();
+    write_runs(dir.path(), &runs);
+    report::write_report(dir.path(), dir.path()).unwrap();
+    let r = read_report(dir.path());
+    let m = &r.groups[0].modalities[0];
+    let seeds: Vec<u64> = m.runs.iter().map(|r| r.seed).collect();
+    assert_eq!(seeds, [100, 101, 102, 103]);
+    let first_order = m.states.iter().find(|s| s.state == "first_order").unwrap();
+    assert_eq!(first_order.seeds, [100, 101, 102, 103]);
+    assert_stat(&first_order.minus_retrain["ece_after_ts"], 0.01, 0.0, 3);
+    // Brier 0.40, 0.41, 0.42 minus 0.35 → 0.05, 0.06, 0.07 → 0.06 ± 0.0081650.
+    assert_stat(
+        &first_order.minus_retrain["brier_after_ts"],
+        0.06,
+        0.008_164_965_809_277_26,
+        3,
+    );
+    // Forget accuracy 0.9 − 0.6 = 0.3 each.
+    assert_stat(&first_order.minus_retrain["accuracy_forget"], 0.3, 0.0, 3);
+    // Only these three metrics are compared with retrain.
+    assert_eq!(first_order.minus_retrain.len(), 3);
+    let retrain = m.states.iter().find(|s| s.state == "retrain").unwrap();
+    assert!(retrain.minus_retrain.is_empty());
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(md.contains("| random | `first_order` | 3 | +0.0100 ± 0.0000 | +0.0600 ± 0.0082 | +0.3000 ± 0.0000 |"), "{md}");
+}
+
+#[test]
+fn csv_parses_back_to_the_same_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    write_runs(dir.path(), &standard_runs());
+    report::write_report(dir.path(), dir.path()).unwrap();
+    // The report as computed (exact), and as summary.json holds it (serde_json
+    // may read a decimal back one ulp off, hence the tolerance there).
+    let r = report::build_report(&report::load_results(dir.path()).unwrap()).unwrap();
+    let json = read_report(dir.path());
+    let mut rdr = csv::Reader::from_path(dir.path().join("summary.csv")).unwrap();
+    assert_eq!(
+        rdr.headers().unwrap().iter().collect::<Vec<_>>(),
+        report::CSV_HEADER
+    );
+    let mut rows = 0;
+    for rec in rdr.records() {
+        let rec = rec.unwrap();
+        let g = r.groups.iter().find(|g| g.id == rec[0]).unwrap();
+        assert_eq!(g.label, &rec[1]);
+        let m = g.modalities.iter().find(|m| m.modality == rec[2]).unwrap();
+        let s = m.states.iter().find(|s| s.state == rec[3]).unwrap();
+        let map = match &rec[4] {
+            "value" => &s.metrics,
+            "minus_original" => &s.minus_original,
+            "minus_retrain" => &s.minus_retrain,
+            other => panic!("unknown quantity {other}"),
+        };
+        let stat = map[&rec[5]];
+        // Exact: the CSV holds the shortest decimal that reads back to the f64.
+        assert_eq!(rec[6].parse::<f64>().unwrap(), stat.mean);
+        assert_eq!(rec[7].parse::<f64>().unwrap(), stat.std);
+        assert_eq!(rec[8].parse::<usize>().unwrap(), stat.n);
+        rows += 1;
+    }
+    // Every number of the JSON is in the CSV: per state, all metrics, plus
+    // the paired differences.
+    let expected: usize = r
+        .groups
+        .iter()
+        .flat_map(|g| &g.modalities)
+        .flat_map(|m| &m.states)
+        .map(|s| s.metrics.len() + s.minus_original.len() + s.minus_retrain.len())
+        .sum();
+    assert_eq!(rows, expected);
+    // 2 modalities × 3 states × 14 metrics + minus_original (2 × 2 states ×
+    // 14) + minus_retrain (2 × 2 states × 3).
+    assert_eq!(rows, 2 * 3 * 14 + 2 * 2 * 14 + 2 * 2 * 3);
+    // summary.json holds the same numbers, structured the same way.
+    let states = |r: &Report| -> Vec<StateReportFlat> {
+        r.groups
+            .iter()
+            .flat_map(|g| &g.modalities)
+            .flat_map(|m| &m.states)
+            .map(|s| {
+                (
+                    s.state.clone(),
+                    s.metrics.clone(),
+                    s.minus_original.clone(),
+                    s.minus_retrain.clone(),
+                )
+            })
+            .collect()
+    };
+    let (exact, read) = (states(&r), states(&json));
+    assert_eq!(exact.len(), read.len());
+    for (a, b) in exact.iter().zip(&read) {
+        assert_eq!(a.0, b.0);
+        for (ma, mb) in [(&a.1, &b.1), (&a.2, &b.2), (&a.3, &b.3)] {
+            assert_eq!(ma.keys().collect::<Vec<_>>(), mb.keys().collect::<Vec<_>>());
+            for (k, x) in ma {
+                let y = mb[k];
+                assert!(
+                    (x.mean - y.mean).abs() <= 1e-15 * x.mean.abs().max(1.0),
+                    "{k}"
+                );
+                assert!((x.std - y.std).abs() <= 1e-15 * x.std.abs().max(1.0), "{k}");
+                assert_eq!(x.n, y.n);
+            }
+        }
+    }
+}
+
+type StatMap = BTreeMap<String, Stat>;
+type StateReportFlat = (String, StatMap, StatMap, StatMap);
+
+#[test]
+fn figures_exist_and_are_nonempty() {
+    let dir = tempfile::tempdir().unwrap();
+    write_runs(dir.path(), &standard_runs());
+    let written = report::write_report(dir.path(), dir.path()).unwrap();
+    // One chart + 2 modalities × 3 states reliability diagrams, PNG and SVG.
+    assert_eq!(written.figures.len(), 2 * (1 + 2 * 3));
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    for f in &written.figures {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(bytes.len() > 1000, "{} is nearly empty", f.display());
+        let rel = f
+            .strip_prefix(dir.path())
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        assert!(
+            md.contains(&format!("({rel})")),
+            "{rel} is not linked from summary.md"
+        );
+        match f.extension().and_then(|e| e.to_str()) {
+            Some("png") => assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n"),
+            Some("svg") => assert!(String::from_utf8(bytes).unwrap().contains("<svg")),
+            other => panic!("unexpected figure {other:?}"),
+        }
+    }
+    assert!(
+        dir.path()
+            .join("figures/reliability-noise-retrain.png")
+            .is_file()
+    );
+    assert!(dir.path().join("figures/ece_brier.svg").is_file());
+    // No temporary files left behind.
+    for e in std::fs::read_dir(dir.path().join("figures")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.contains(".tmp"), "leftover {name}");
+    }
+}
+
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.insert(
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn running_twice_gives_byte_identical_files() {
+    let results = tempfile::tempdir().unwrap();
+    write_runs(results.path(), &standard_runs());
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    report::write_report(results.path(), a.path()).unwrap();
+    report::write_report(results.path(), b.path()).unwrap();
+    let (sa, sb) = (snapshot(a.path()), snapshot(b.path()));
+    assert!(sa.contains_key(Path::new("summary.md")));
+    assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>());
+    for (k, bytes) in &sa {
+        assert!(bytes == &sb[k], "{} differs between two runs", k.display());
+    }
+    // And again into the same folder: nothing changes.
+    report::write_report(results.path(), a.path()).unwrap();
+    assert!(snapshot(a.path()) == sa);
+}
+
+#[test]
+fn directory_without_results_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("runs/empty")).unwrap();
+    let err = report::write_report(dir.path(), dir.path()).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("no result.json"), "{msg}");
+    assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+    let missing = dir.path().join("nope");
+    let msg = format!(
+        "{:#}",
+        report::write_report(&missing, dir.path()).unwrap_err()
+    );
+    assert!(
+        msg.contains(&missing.display().to_string()) && msg.contains("does not exist"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn malformed_result_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_runs(dir.path(), &standard_runs()[..1]);
+    let bad = dir.path().join("runs/broken/result.json");
+    std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
+    std::fs::write(&bad, b"{\"schema\": 1, \"run_id\": ").unwrap();
+    let msg = format!(
+        "{:#}",
+        report::write_report(dir.path(), dir.path()).unwrap_err()
+    );
+    assert!(msg.contains(&bad.display().to_string()), "{msg}");
+    assert!(!dir.path().join("summary.md").exists(), "no partial report");
+}
+
+#[test]
+fn duplicate_runs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = standard_runs();
+    write_runs(dir.path(), &[runs[0].clone(), ("copy", runs[0].1.clone())]);
+    let msg = format!(
+        "{:#}",
+        report::write_report(dir.path(), dir.path()).unwrap_err()
+    );
+    assert!(
+        msg.contains("runs/copy/result.json") && msg.contains("runs/random-100/result.json"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn binary_writes_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    write_runs(dir.path(), &standard_runs());
+    let out = dir.path().join("report");
+    let output = Command::new(env!("CARGO_BIN_EXE_muq"))
+        .arg("report")
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("5 runs in 1 group"));
+    for f in [
+        "summary.md",
+        "summary.csv",
+        "summary.json",
+        "figures/ece_brier.png",
+        "figures/reliability-random-first_order.svg",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    // The default output directory is the results directory.
+    let output = Command::new(env!("CARGO_BIN_EXE_muq"))
+        .arg("report")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        std::fs::read(dir.path().join("summary.md")).unwrap(),
+        std::fs::read(out.join("summary.md")).unwrap()
+    );
+    // An empty directory fails with a message naming it.
+    let empty = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_muq"))
+        .arg("report")
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no result.json") && stderr.contains(&empty.path().display().to_string()),
+        "{stderr}"
+    );
+}
