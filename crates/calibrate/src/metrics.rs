@@ -88,7 +88,9 @@ impl ReliabilityDiagram {
             .filter_map(|b| {
                 Some(b.count as f64 / self.n as f64 * (b.accuracy? - b.mean_confidence?).abs())
             })
-            .sum()
+            // An empty sum is -0.0 in Rust; + 0.0 makes it print as 0.
+            .sum::<f64>()
+            + 0.0
     }
 
     /// Maximum calibration error: the largest `|accuracy_b − confidence_b|`

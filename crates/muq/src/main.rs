@@ -20,6 +20,12 @@ enum Command {
     /// Calibration metrics (ECE, MCE, Brier, NLL, …) of saved logits, before
     /// and after temperature scaling; prints one JSON object.
     Metrics(MetricsArgs),
+    /// One run: train (or load) the base model, unlearn, evaluate every
+    /// state, write result.json.
+    Run(muq::cli::RunArgs),
+    /// A whole study: a grid of runs (resumable, shardable, Slurm-ready),
+    /// then its report.
+    Sweep(muq::sweep::SweepArgs),
     /// Summarise a results directory: the original's table, the extended
     /// view and figures (summary.md, summary.csv, summary.json, figures/).
     Report(muq::report::ReportArgs),
@@ -33,6 +39,16 @@ const EXIT_FAILURE: u8 = 1;
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Metrics(args) => muq::metrics::run(&args),
+        Command::Run(args) => muq::cli::run(&args),
+        Command::Sweep(args) => {
+            if muq::sweep::command(&args)? {
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "some runs failed: see error.txt in their folders; run the sweep again to retry them"
+                )
+            }
+        }
         Command::Report(args) => muq::report::run(&args),
     }
 }

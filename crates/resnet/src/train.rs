@@ -12,8 +12,13 @@ use crate::{BnMode, ResNet, ResnetError, Result, Sgd, SgdConfig, cross_entropy_s
 
 /// How a model is trained (defaults: the spec's 3 epochs, batch 128 and
 /// SGD lr 0.01, momentum 0.9, weight decay 5e-4).
+///
+/// Serialises flat (`epochs`, `batch_size`, `lr`, `momentum`,
+/// `weight_decay`). serde cannot combine `flatten` with
+/// `deny_unknown_fields`, so config files go through a flat struct of their
+/// own (muq's `[train]` section) that rejects unknown keys.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct TrainConfig {
     /// Passes over the training set.
     pub epochs: usize,

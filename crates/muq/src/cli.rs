@@ -1,0 +1,96 @@
+//! Command-line arguments shared by the subcommands that run experiments.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use muq_resnet::Progress;
+
+use crate::config::RunConfig;
+use crate::run::{RunOptions, default_cache_dir};
+
+/// Where the data is, where results go, what computes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// CIFAR-10 binary-layout directory (default: $CIFAR10_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Override any config field, e.g. --set train.epochs=1 --set modality.kind=label.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Print nothing but errors.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl CommonArgs {
+    /// The dataset directory: `--data-dir`, else `$CIFAR10_DIR`.
+    pub fn data_dir(&self) -> anyhow::Result<PathBuf> {
+        let dir = match (&self.data_dir, std::env::var_os("CIFAR10_DIR")) {
+            (Some(d), _) => d.clone(),
+            (None, Some(d)) if !d.is_empty() => PathBuf::from(d),
+            _ => anyhow::bail!(
+                "no CIFAR-10 directory given: pass --data-dir DIR or set CIFAR10_DIR to a folder \
+                 with data_batch_1.bin … test_batch.bin (`cargo xtask download` fetches one)"
+            ),
+        };
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "CIFAR-10 directory {} does not exist: pass --data-dir DIR or set CIFAR10_DIR \
+                 (`cargo xtask download --dir {}` fetches it)",
+                dir.display(),
+                dir.display()
+            );
+        }
+        Ok(dir)
+    }
+
+    /// Progress output setting.
+    pub fn progress(&self) -> Progress {
+        if self.quiet {
+            Progress::Silent
+        } else {
+            Progress::Stderr
+        }
+    }
+}
+
+/// Arguments of `muq run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// TOML config (default: the spec's defaults).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Output directory for result.json.
+    #[arg(long, value_name = "DIR", default_value = "runs/run")]
+    pub out: PathBuf,
+    /// Base-model cache (default: a `cache` folder beside --out).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `muq run`.
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    // Config errors come before anything is loaded or trained.
+    let cfg = RunConfig::load(args.config.as_deref(), &args.common.overrides)?;
+    let opts = RunOptions {
+        data_dir: args.common.data_dir()?,
+        out_dir: args.out.clone(),
+        cache_dir: args
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| default_cache_dir(&args.out)),
+        device: crate::device::open(&args.common.device)?,
+        progress: args.common.progress(),
+    };
+    let result = crate::run::run(&cfg, &opts).context("the run failed")?;
+    if !args.common.quiet {
+        crate::summary::print_run(&result);
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! The result document of a run and how it is written.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context as _;
+use muq_resnet::TrainReport;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{RunConfig, TrainOn};
+use crate::evaluate::StateMetrics;
+
+/// Version of the `result.json` layout.
+pub const SCHEMA: u32 = 1;
+
+/// What data a run used, with checksums.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataInfo {
+    /// The CIFAR-10 directory.
+    pub dir: String,
+    /// SHA-256 of the training images and labels as loaded (before subsetting).
+    pub train_checksum: String,
+    /// SHA-256 of the test images and labels as loaded.
+    pub test_checksum: String,
+    /// SHA-256 of the drawn modification (pool, forget set, corruptions).
+    pub modification_checksum: String,
+    /// Training images used.
+    pub n_train: usize,
+    /// Calibration-half size.
+    pub n_calibration: usize,
+    /// Evaluation-half size.
+    pub n_evaluation: usize,
+    /// Corrupted pool size.
+    pub n_pool: usize,
+    /// Forget-set size.
+    pub n_forget: usize,
+    /// Retain-set size.
+    pub n_retain: usize,
+    /// Retained images evaluated per state.
+    pub n_retain_eval: usize,
+}
+
+/// Where and with what a run was computed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// `git rev-parse HEAD` of the source tree, if it is a checkout.
+    pub git_commit: Option<String>,
+    /// Whether that checkout had uncommitted changes.
+    pub git_dirty: Option<bool>,
+    /// muq's version.
+    pub muq_version: String,
+    /// candle's version.
+    pub candle_version: String,
+    /// The device, e.g. `cpu` or `cuda:0`.
+    pub device: String,
+    /// Seconds since the Unix epoch when the run started.
+    pub started_unix: u64,
+}
+
+/// Wall-clock seconds per phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Loading, checksumming, splitting, drawing the modality.
+    pub load_s: f64,
+    /// Training the base model (or loading it from the cache).
+    pub base_model_s: f64,
+    /// Whether the base model came from the cache.
+    pub base_model_cached: bool,
+    /// Per unlearning method.
+    pub unlearn_s: BTreeMap<String, f64>,
+    /// Evaluating every state.
+    pub evaluate_s: f64,
+    /// The whole run.
+    pub total_s: f64,
+}
+
+/// One model state of a run: the original, or the result of one method.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StateResult {
+    /// `original`, or the method's state name (`first_order`, `retrain`, …).
+    pub name: String,
+    /// The method's resolved settings (absent for `original`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<serde_json::Value>,
+    /// What the method cost and reported (absent for `original`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
+    /// Every metric.
+    pub metrics: StateMetrics,
+}
+
+/// The whole `result.json` of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Layout version ([`SCHEMA`]).
+    pub schema: u32,
+    /// Stable id: a hash of the resolved config.
+    pub run_id: String,
+    /// The resolved config.
+    pub config: RunConfig,
+    /// The run seed (also in `config`).
+    pub seed: u64,
+    /// The training set the base model saw, after the protocol.
+    pub train_on: TrainOn,
+    /// Data and checksums.
+    pub data: DataInfo,
+    /// Where and with what.
+    pub provenance: Provenance,
+    /// Per-phase wall time.
+    pub timings: Timings,
+    /// Per-epoch training log of the base model (stored with the cached model).
+    pub training: TrainReport,
+    /// Every state, `original` first.
+    pub states: Vec<StateResult>,
+}
+
+impl RunResult {
+    /// The state called `name`.
+    pub fn state(&self, name: &str) -> Option<&StateResult> {
+        self.states.iter().find(|s| s.name == name)
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same
+/// directory, flushed, then renamed over the destination.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}", std::process::id()));
+    let tmp = dir.join(name);
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all()
+        .with_context(|| format!("flushing {}", tmp.display()))?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// Writes a value as pretty JSON, atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let mut text = serde_json::to_vec_pretty(value)?;
+    text.push(b'\n');
+    write_atomic(path, &text)
+}
+
+/// Reads a `result.json`.
+pub fn read_result(path: &Path) -> anyhow::Result<RunResult> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("{} is not a muq result", path.display()))
+}
+
+/// The git commit and dirty flag of the source tree muq was built from.
+pub fn git_state() -> (Option<String>, Option<bool>) {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "HEAD"]);
+    let dirty = commit
+        .as_ref()
+        .and_then(|_| git(&["status", "--porcelain", "--untracked-files=no"]))
+        .map(|s| !s.is_empty());
+    (commit, dirty)
+}

@@ -1,0 +1,368 @@
+//! One run: one (modality, seed) under one config, from the data files to
+//! `result.json`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use candle_core::Device;
+use muq_data::{
+    Dataset, ImageSet, Modification, Normalization, rng, stratified_sample, stratified_split,
+};
+use muq_resnet::{Progress, ResNet, TrainReport, checkpoint, train};
+use rand::seq::index::sample;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::{RunConfig, TrainOn};
+use crate::device;
+use crate::evaluate::{EvalSet, EvalSets, evaluate};
+use crate::result::{DataInfo, Provenance, RunResult, StateResult, Timings, git_state, write_json};
+
+/// Where a run reads and writes, and on what it computes.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The CIFAR-10 binary layout directory.
+    pub data_dir: PathBuf,
+    /// Where `result.json` goes.
+    pub out_dir: PathBuf,
+    /// Base-model checkpoint cache, shared between runs.
+    pub cache_dir: PathBuf,
+    /// The device every tensor lives on.
+    pub device: Device,
+    /// Progress output.
+    pub progress: Progress,
+}
+
+/// The file a run writes into its output directory.
+pub const RESULT_FILE: &str = "result.json";
+
+/// A short stable id of a serialisable value: the first 16 hex digits of the
+/// SHA-256 of its JSON.
+pub fn stable_id<T: Serialize>(value: &T) -> String {
+    let json = serde_json::to_vec(value).expect("config serialises");
+    let digest = Sha256::digest(&json);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The id of a run: a hash of its resolved config.
+pub fn run_id(cfg: &RunConfig) -> String {
+    stable_id(cfg)
+}
+
+/// Everything that determines a base model: the cache key is its hash.
+#[derive(Serialize)]
+struct BaseModelKey<'a> {
+    train_checksum: &'a str,
+    train_indices: &'a str,
+    /// Only when the model trains on modified data.
+    modification: Option<&'a str>,
+    model: &'a muq_resnet::ResNetConfig,
+    train: &'a muq_resnet::TrainConfig,
+    seed: u64,
+    device: String,
+}
+
+fn checksum_indices(idx: &[usize]) -> String {
+    let mut h = Sha256::new();
+    for i in idx {
+        h.update((*i as u64).to_le_bytes());
+    }
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn subset(
+    set: ImageSet,
+    n: usize,
+    seed: u64,
+    field: &str,
+) -> anyhow::Result<(ImageSet, Vec<usize>)> {
+    if n == 0 {
+        let all = (0..set.len()).collect();
+        return Ok((set, all));
+    }
+    if n > set.len() {
+        anyhow::bail!(
+            "config field `{field}`: asks for {n} images but the set has {}; use 0 for all or a smaller number",
+            set.len()
+        );
+    }
+    if n < muq_data::NUM_CLASSES {
+        anyhow::bail!("config field `{field}`: {n} is fewer than one image per class");
+    }
+    let idx = stratified_sample(set.labels(), n, seed);
+    Ok((set.subset(&idx), idx))
+}
+
+/// Runs `cfg` and writes `result.json` into `opts.out_dir`, returning it.
+pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
+    cfg.validate()?;
+    let started = Instant::now();
+    let started_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let seed = cfg.seed;
+    let say = |msg: String| {
+        if opts.progress == Progress::Stderr {
+            eprintln!("[muq] {msg}");
+        }
+    };
+
+    // 1. Data, split, modality.
+    let data = muq_data::load_dir(&opts.data_dir)
+        .with_context(|| format!("loading CIFAR-10 from {}", opts.data_dir.display()))?;
+    let train_checksum = data.train.checksum();
+    let test_checksum = data.test.checksum();
+    let (train_set, train_idx) =
+        subset(data.train, cfg.data.train_subset, seed, "data.train_subset")?;
+    let (test_set, _) = subset(
+        data.test,
+        cfg.data.test_subset,
+        seed ^ 0x7e57,
+        "data.test_subset",
+    )?;
+    cfg.modality
+        .validate(train_set.len())
+        .map_err(|e| anyhow::anyhow!("config section [modality]: {e}"))?;
+    let (cal_idx, eval_idx) = stratified_split(test_set.labels(), 0.5, seed);
+    let modification = Modification::draw(&cfg.modality, &train_set, seed)?;
+    let norm = Normalization::CIFAR10;
+    let train_images = Arc::new(train_set);
+    let clean = Dataset::clean(train_images.clone(), norm);
+    let modified = Dataset::modified(train_images.clone(), &modification, norm);
+    let train_on = cfg.train_on();
+    let trained_on = match train_on {
+        TrainOn::Modified => &modified,
+        TrainOn::Clean => &clean,
+    };
+    let test = Dataset::clean(Arc::new(test_set), norm);
+    let retain_eval = retain_sample(&modification.retain, cfg.data.retain_eval, seed);
+    let data_info = DataInfo {
+        dir: opts.data_dir.display().to_string(),
+        train_checksum: train_checksum.clone(),
+        test_checksum,
+        modification_checksum: modification.checksum(),
+        n_train: train_images.len(),
+        n_calibration: cal_idx.len(),
+        n_evaluation: eval_idx.len(),
+        n_pool: modification.pool.len(),
+        n_forget: modification.forget.len(),
+        n_retain: modification.retain.len(),
+        n_retain_eval: retain_eval.len(),
+    };
+    let mut timings = Timings {
+        load_s: started.elapsed().as_secs_f64(),
+        ..Default::default()
+    };
+    say(format!(
+        "{} run, seed {seed}: {} training images ({} trained on), forget {} from a pool of {}, {} calibration / {} evaluation",
+        cfg.modality.kind,
+        data_info.n_train,
+        match train_on {
+            TrainOn::Modified => "modified",
+            TrainOn::Clean => "clean",
+        },
+        data_info.n_forget,
+        data_info.n_pool,
+        data_info.n_calibration,
+        data_info.n_evaluation
+    ));
+
+    // 2. Base model, trained or from the cache.
+    let train_config = cfg.train.config();
+    let t = Instant::now();
+    let key = BaseModelKey {
+        train_checksum: &train_checksum,
+        train_indices: &checksum_indices(&train_idx),
+        modification: (train_on == TrainOn::Modified)
+            .then_some(data_info.modification_checksum.as_str()),
+        model: &cfg.model,
+        train: &train_config,
+        seed,
+        device: device::describe(&opts.device),
+    };
+    let (model, training, cached) = base_model(cfg, &key, trained_on, opts, &say)?;
+    timings.base_model_s = t.elapsed().as_secs_f64();
+    timings.base_model_cached = cached;
+
+    // 3. Unlearning.
+    let ctx = muq_unlearn::UnlearnContext {
+        model: &model,
+        trained_on,
+        forget_data: &modified,
+        forget: &modification.forget,
+        retain: &modification.retain,
+        train_config: &train_config,
+        seed,
+        progress: opts.progress,
+    };
+    let mut states = Vec::with_capacity(cfg.unlearn.len());
+    for method in &cfg.unlearn {
+        let name = method.state_name();
+        say(format!("unlearning: {name}"));
+        let t = Instant::now();
+        let out = muq_unlearn::unlearn(method, &ctx)
+            .with_context(|| format!("unlearning method `{name}`"))?;
+        timings
+            .unlearn_s
+            .insert(name.clone(), t.elapsed().as_secs_f64());
+        states.push((
+            name,
+            Some(method),
+            Some(serde_json::to_value(&out.report)?),
+            out.model,
+        ));
+    }
+
+    // 4. Evaluation of every state.
+    let t = Instant::now();
+    let sets = EvalSets {
+        calibration: EvalSet {
+            data: &test,
+            indices: &cal_idx,
+        },
+        evaluation: EvalSet {
+            data: &test,
+            indices: &eval_idx,
+        },
+        forget: EvalSet {
+            data: &modified,
+            indices: &modification.forget,
+        },
+        retain: EvalSet {
+            data: trained_on,
+            indices: &retain_eval,
+        },
+    };
+    let mut results = Vec::with_capacity(states.len() + 1);
+    say("evaluating: original".into());
+    results.push(StateResult {
+        name: "original".into(),
+        method: None,
+        report: None,
+        metrics: evaluate(&model, &sets, &cfg.eval, seed)?,
+    });
+    for (name, method, report, state_model) in &states {
+        say(format!("evaluating: {name}"));
+        results.push(StateResult {
+            name: name.clone(),
+            method: method.map(serde_json::to_value).transpose()?,
+            report: report.clone(),
+            metrics: evaluate(state_model, &sets, &cfg.eval, seed)
+                .with_context(|| format!("evaluating `{name}`"))?,
+        });
+    }
+    timings.evaluate_s = t.elapsed().as_secs_f64();
+    timings.total_s = started.elapsed().as_secs_f64();
+
+    // 5. The result document, written atomically.
+    let (git_commit, git_dirty) = git_state();
+    let result = RunResult {
+        schema: crate::result::SCHEMA,
+        run_id: run_id(cfg),
+        config: cfg.clone(),
+        seed,
+        train_on,
+        data: data_info,
+        provenance: Provenance {
+            git_commit,
+            git_dirty,
+            muq_version: env!("CARGO_PKG_VERSION").to_string(),
+            candle_version: candle_version().to_string(),
+            device: device::describe(&opts.device),
+            started_unix,
+        },
+        timings,
+        training,
+        states: results,
+    };
+    write_json(&opts.out_dir.join(RESULT_FILE), &result)?;
+    say(format!(
+        "wrote {} ({:.1} s)",
+        opts.out_dir.join(RESULT_FILE).display(),
+        result.timings.total_s
+    ));
+    Ok(result)
+}
+
+/// The candle version muq was built against (from Cargo.lock at build time
+/// is not available to the library, so it is pinned here with the workspace
+/// dependency).
+fn candle_version() -> &'static str {
+    "0.11.1"
+}
+
+fn retain_sample(retain: &[usize], n: usize, seed: u64) -> Vec<usize> {
+    if n == 0 || n >= retain.len() {
+        return retain.to_vec();
+    }
+    let mut r = rng::stream(seed, "retain_eval");
+    let mut picked: Vec<usize> = sample(&mut r, retain.len(), n)
+        .into_iter()
+        .map(|i| retain[i])
+        .collect();
+    picked.sort_unstable();
+    picked
+}
+
+/// Loads the base model from the cache, or trains it and stores it there.
+fn base_model(
+    cfg: &RunConfig,
+    key: &BaseModelKey<'_>,
+    trained_on: &Dataset,
+    opts: &RunOptions,
+    say: &dyn Fn(String),
+) -> anyhow::Result<(ResNet, TrainReport, bool)> {
+    let id = stable_id(key);
+    let dir = opts.cache_dir.join(&id);
+    let ckpt = dir.join("model.safetensors");
+    let log = dir.join("training.json");
+    if ckpt.exists() && log.exists() {
+        let model = checkpoint::load(&ckpt, &cfg.model, &opts.device)
+            .with_context(|| format!("loading the cached base model {}", ckpt.display()))?;
+        let report: TrainReport = serde_json::from_slice(&std::fs::read(&log)?)
+            .with_context(|| format!("reading {}", log.display()))?;
+        say(format!("base model from the cache: {}", dir.display()));
+        return Ok((model, report, true));
+    }
+    say(format!(
+        "training the base model: width {}, {} epochs, {} images",
+        cfg.model.width,
+        cfg.train.epochs,
+        trained_on.len()
+    ));
+    let model = ResNet::new(
+        &cfg.model,
+        &mut rng::stream(cfg.seed, rng::INIT),
+        &opts.device,
+    )?;
+    let all: Vec<usize> = (0..trained_on.len()).collect();
+    let report = train(
+        &model,
+        trained_on,
+        &all,
+        &cfg.train.config(),
+        cfg.seed,
+        opts.progress,
+    )?;
+    write_json(&dir.join("key.json"), key)?;
+    checkpoint::save(&model, &ckpt)?;
+    // The log last: its presence marks a complete cache entry.
+    write_json(&log, &report)?;
+    Ok((model, report, false))
+}
+
+/// The default cache directory for a run writing into `out_dir`: a `cache`
+/// folder beside it, so runs of one study share base models.
+pub fn default_cache_dir(out_dir: &Path) -> PathBuf {
+    out_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("cache")
+}

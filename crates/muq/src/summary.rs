@@ -1,0 +1,38 @@
+//! A human-readable table of one run's result.
+
+use crate::result::RunResult;
+
+/// Formats the per-state metrics of a run as a fixed-column table.
+pub fn format_run(result: &RunResult) -> String {
+    let mut out = format!(
+        "{:<16} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8}\n",
+        "state", "acc", "ECE", "ECE_ts", "Brier", "Brier_ts", "NLL_ts", "T", "forget", "retain"
+    );
+    for s in &result.states {
+        let m = &s.metrics;
+        let (u, c) = (&m.evaluation.uncalibrated, &m.evaluation.scaled);
+        out.push_str(&format!(
+            "{:<16} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>8.4} {:>7.4} {:>7.3} {:>8.4} {:>8.4}\n",
+            s.name,
+            u.accuracy,
+            u.ece,
+            c.ece,
+            u.brier,
+            c.brier,
+            c.nll,
+            m.temperature.temperature,
+            m.forget.uncalibrated.accuracy,
+            m.retain.uncalibrated.accuracy,
+        ));
+    }
+    out
+}
+
+/// Prints [`format_run`] to stdout, with a heading naming the run.
+pub fn print_run(result: &RunResult) {
+    println!(
+        "run {} — {} / seed {} / trained on {:?}; accuracies: evaluation half, forget set, retain sample",
+        result.run_id, result.config.modality.kind, result.seed, result.train_on
+    );
+    print!("{}", format_run(result));
+}

@@ -1,0 +1,554 @@
+//! Sweeps: a config × axes × seeds expanded into runs with stable ids,
+//! executed (or sharded, or written out as a Slurm array), skipping runs
+//! already finished, so a killed sweep resumes where it stopped.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+
+use crate::cli::CommonArgs;
+use crate::config::RunConfig;
+use crate::result::{read_result, write_atomic};
+use crate::run::{RESULT_FILE, RunOptions, run, run_id};
+
+/// One axis of a grid: a config field and the values it takes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Axis {
+    /// Dotted config path, e.g. `modality.kind`.
+    pub key: String,
+    /// TOML literals (or bare strings), one run each.
+    pub values: Vec<String>,
+}
+
+impl std::str::FromStr for Axis {
+    type Err = anyhow::Error;
+
+    /// `key=v1,v2,v3`.
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let (key, values) = s
+            .split_once('=')
+            .with_context(|| format!("axis `{s}` is not of the form key=v1,v2"))?;
+        let values: Vec<String> = values.split(',').map(|v| v.trim().to_string()).collect();
+        if key.trim().is_empty() || values.iter().any(String::is_empty) {
+            bail!("axis `{s}` has an empty key or value");
+        }
+        Ok(Self {
+            key: key.trim().to_string(),
+            values,
+        })
+    }
+}
+
+/// What a sweep runs: a base config (file + overrides), axes and seeds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepSpec {
+    /// Optional TOML file.
+    pub config: Option<PathBuf>,
+    /// `key=value` overrides applied to every run.
+    pub overrides: Vec<String>,
+    /// Grid axes, outermost first.
+    pub axes: Vec<Axis>,
+    /// Run seeds (innermost).
+    pub seeds: Vec<u64>,
+}
+
+/// One run of an expanded grid.
+#[derive(Clone, Debug)]
+pub struct PlannedRun {
+    /// Position in the grid.
+    pub index: usize,
+    /// Stable id: a hash of the resolved config.
+    pub id: String,
+    /// Folder name: `<modality>-s<seed>-<id>`.
+    pub name: String,
+    /// The resolved config.
+    pub config: RunConfig,
+}
+
+/// The named presets of `cargo xtask sweep`.
+pub const PRESETS: [&str; 4] = ["paper", "original", "extended", "quick"];
+
+/// The three modalities of the study, in the original's row order.
+const MODALITIES: &str = "random,noise,label";
+
+/// The spec of a named preset.
+pub fn preset(name: &str) -> anyhow::Result<SweepSpec> {
+    let seeds = vec![100, 101, 102];
+    let modality = Axis {
+        key: "modality.kind".into(),
+        values: MODALITIES.split(',').map(String::from).collect(),
+    };
+    let overrides: Vec<&str> = match name {
+        // The original's grid, corrected protocol, spec defaults.
+        "paper" => vec![],
+        // Exactly what the original did.
+        "original" => vec!["protocol=original"],
+        // Every method against the retrain oracle, and MC dropout.
+        "extended" => vec![
+            "model.dropout=0.5",
+            "eval.mc_dropout_passes=20",
+            "eval.bootstrap=200",
+            r#"unlearn=[{method="first_order"}, {method="second_order"}, {method="fine_tune"}, {method="gradient_ascent"}, {method="retrain"}]"#,
+        ],
+        // Minutes on a laptop CPU: a small model on a class-balanced subset.
+        "quick" => vec![
+            "model.width=8",
+            "data.train_subset=4000",
+            "data.test_subset=2000",
+            "data.retain_eval=1000",
+            "train.epochs=2",
+            "train.lr=0.05",
+            r#"unlearn=[{method="first_order"}, {method="retrain"}]"#,
+        ],
+        other => bail!(
+            "unknown preset `{other}`: use one of {}",
+            PRESETS.join(", ")
+        ),
+    };
+    Ok(SweepSpec {
+        config: None,
+        overrides: overrides.into_iter().map(String::from).collect(),
+        axes: vec![modality],
+        seeds,
+    })
+}
+
+/// Expands a spec into runs, outermost axis first, seeds innermost; every
+/// config is validated before anything runs.
+pub fn expand(spec: &SweepSpec) -> anyhow::Result<Vec<PlannedRun>> {
+    if spec.seeds.is_empty() {
+        bail!("a sweep needs at least one seed");
+    }
+    let mut combos: Vec<Vec<String>> = vec![Vec::new()];
+    for axis in &spec.axes {
+        combos = combos
+            .into_iter()
+            .flat_map(|c| {
+                axis.values.iter().map(move |v| {
+                    let mut c = c.clone();
+                    c.push(format!("{}={}", axis.key, v));
+                    c
+                })
+            })
+            .collect();
+    }
+    let mut runs = Vec::new();
+    for combo in combos {
+        for &seed in &spec.seeds {
+            let mut overrides = spec.overrides.clone();
+            overrides.extend(combo.iter().cloned());
+            overrides.push(format!("seed={seed}"));
+            let config = RunConfig::load(spec.config.as_deref(), &overrides)
+                .with_context(|| format!("grid point {}", overrides.join(" ")))?;
+            let id = run_id(&config);
+            let name = format!("{}-s{}-{}", config.modality.kind, seed, &id[..8]);
+            runs.push(PlannedRun {
+                index: runs.len(),
+                id,
+                name,
+                config,
+            });
+        }
+    }
+    let mut ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    ids.sort_unstable();
+    if ids.windows(2).any(|w| w[0] == w[1]) {
+        bail!("two grid points resolve to the same config: check the axes for duplicates");
+    }
+    Ok(runs)
+}
+
+/// A slice `I/N` of a grid (0-based `I`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This slice.
+    pub index: usize,
+    /// Number of slices.
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let parsed = s
+            .split_once('/')
+            .and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
+        match parsed {
+            Some((index, count)) if count > 0 && index < count => Ok(Self { index, count }),
+            _ => bail!("--shard `{s}`: expected I/N with 0 ≤ I < N, e.g. 0/4"),
+        }
+    }
+}
+
+impl Shard {
+    /// Whether run `i` of the grid belongs to this slice (round-robin, so
+    /// slices are balanced and disjoint and together cover the grid).
+    pub fn contains(&self, i: usize) -> bool {
+        i % self.count == self.index
+    }
+}
+
+/// The folder of a run inside a sweep's output.
+pub fn run_dir(out: &Path, run: &PlannedRun) -> PathBuf {
+    out.join("runs").join(&run.name)
+}
+
+/// Whether a run's result is already there and belongs to this config.
+pub fn is_finished(out: &Path, run: &PlannedRun) -> bool {
+    read_result(&run_dir(out, run).join(RESULT_FILE)).is_ok_and(|r| r.run_id == run.id)
+}
+
+/// How a sweep executes.
+#[derive(Clone, Debug)]
+pub struct SweepOptions {
+    /// Where the runs, the cache and the report go.
+    pub out: PathBuf,
+    /// Base-model cache (default `<out>/cache`).
+    pub cache_dir: PathBuf,
+    /// Dataset, device, progress.
+    pub data_dir: PathBuf,
+    /// Device for every run.
+    pub device: candle_core::Device,
+    /// Progress output for each run.
+    pub progress: muq_resnet::Progress,
+    /// Only this slice of the grid.
+    pub shard: Option<Shard>,
+}
+
+/// Counts of a sweep execution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepOutcome {
+    /// Runs in this slice.
+    pub planned: usize,
+    /// Finished by earlier invocations.
+    pub skipped: usize,
+    /// Finished now.
+    pub completed: usize,
+    /// Failed now (their error is in `<run>/error.txt`).
+    pub failed: usize,
+}
+
+/// Runs every unfinished run of this slice, one after the other. A failing
+/// run does not stop the sweep: its error goes to `error.txt` in its folder
+/// and the sweep goes on; finished runs are never touched.
+pub fn execute(runs: &[PlannedRun], opts: &SweepOptions) -> anyhow::Result<SweepOutcome> {
+    let mine: Vec<&PlannedRun> = runs
+        .iter()
+        .filter(|r| opts.shard.is_none_or(|s| s.contains(r.index)))
+        .collect();
+    let mut outcome = SweepOutcome {
+        planned: mine.len(),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let mut spent = 0.0f64;
+    let quiet = opts.progress == muq_resnet::Progress::Silent;
+    for (k, planned) in mine.iter().enumerate() {
+        let dir = run_dir(&opts.out, planned);
+        let tag = format!("[sweep {}/{}] {}", k + 1, mine.len(), planned.name);
+        if is_finished(&opts.out, planned) {
+            outcome.skipped += 1;
+            if !quiet {
+                eprintln!("{tag}: finished earlier, skipped");
+            }
+            continue;
+        }
+        if !quiet {
+            eprintln!("{tag}: starting");
+        }
+        let t = Instant::now();
+        let run_opts = RunOptions {
+            data_dir: opts.data_dir.clone(),
+            out_dir: dir.clone(),
+            cache_dir: opts.cache_dir.clone(),
+            device: opts.device.clone(),
+            progress: opts.progress,
+        };
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::result::write_json(&dir.join("config.json"), &planned.config)?;
+        match run(&planned.config, &run_opts) {
+            Ok(_) => {
+                outcome.completed += 1;
+                let _ = std::fs::remove_file(dir.join("error.txt"));
+            }
+            Err(e) => {
+                outcome.failed += 1;
+                let msg = format!("{e:#}\n");
+                write_atomic(&dir.join("error.txt"), msg.as_bytes())?;
+                eprintln!("{tag}: FAILED: {e:#}");
+            }
+        }
+        spent += t.elapsed().as_secs_f64();
+        let done_now = outcome.completed + outcome.failed;
+        let left = mine.len() - k - 1;
+        if !quiet {
+            let eta = spent / done_now as f64 * left as f64;
+            eprintln!(
+                "{tag}: done in {:.0} s; {} of {} runs finished, {left} to go, ETA {}",
+                t.elapsed().as_secs_f64(),
+                outcome.completed + outcome.skipped,
+                mine.len(),
+                format_duration(eta)
+            );
+        }
+    }
+    if !quiet {
+        eprintln!(
+            "[sweep] {} completed, {} skipped (finished earlier), {} failed, in {}",
+            outcome.completed,
+            outcome.skipped,
+            outcome.failed,
+            format_duration(started.elapsed().as_secs_f64())
+        );
+    }
+    Ok(outcome)
+}
+
+fn format_duration(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// A Slurm array script: one array task per run, each running its own shard
+/// of the same sweep (`--shard $SLURM_ARRAY_TASK_ID/N`), results into `out`.
+pub fn slurm_script(
+    muq: &Path,
+    sweep_args: &[String],
+    runs: usize,
+    out: &Path,
+    gpu: bool,
+) -> String {
+    let quoted: Vec<String> = sweep_args.iter().map(|a| shell_quote(a)).collect();
+    let gres = if gpu { "#SBATCH --gres=gpu:1\n" } else { "" };
+    format!(
+        "#!/usr/bin/env bash\n\
+         # Written by `muq sweep --slurm`: one array task per run of the grid.\n\
+         # Submit with: sbatch {script}\n\
+         # When every task is done: {muq} report {out}\n\
+         #SBATCH --job-name=muq-sweep\n\
+         #SBATCH --array=0-{last}\n\
+         #SBATCH --output={logs}/%A_%a.out\n\
+         {gres}\
+         set -euo pipefail\n\
+         mkdir -p {logs}\n\
+         : \"${{SLURM_ARRAY_TASK_ID:?run this script with sbatch, or set SLURM_ARRAY_TASK_ID}}\"\n\
+         exec {muq} sweep {args} --no-report --shard \"${{SLURM_ARRAY_TASK_ID}}/{runs}\"\n",
+        script = shell_quote(&out.join("sweep.sbatch").display().to_string()),
+        muq = shell_quote(&muq.display().to_string()),
+        out = shell_quote(&out.display().to_string()),
+        last = runs.saturating_sub(1),
+        logs = shell_quote(&out.join("logs").display().to_string()),
+        args = quoted.join(" "),
+    )
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Arguments of `muq sweep`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SweepArgs {
+    /// A named grid: paper, original, extended, quick.
+    #[arg(long, conflicts_with = "config")]
+    pub preset: Option<String>,
+    /// A TOML base config (with --axis/--seeds to span a grid).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A grid axis, KEY=V1,V2,… (repeatable; default modality.kind=random,noise,label).
+    #[arg(long = "axis", value_name = "KEY=V1,V2")]
+    pub axes: Vec<Axis>,
+    /// Run seeds (default 100,101,102).
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Vec<u64>,
+    /// Output directory: runs/, cache/, summary.* and figures/.
+    #[arg(long, value_name = "DIR", default_value = "results/sweep")]
+    pub out: PathBuf,
+    /// Base-model cache (default: <out>/cache).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Run only slice I of N (0-based), e.g. 0/4.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+    /// Write <out>/sweep.sbatch (a Slurm array, one task per run) instead of running.
+    #[arg(long)]
+    pub slurm: bool,
+    /// List the runs of the grid and whether each is finished; run nothing.
+    #[arg(long)]
+    pub plan: bool,
+    /// Do not write the report when the sweep ends.
+    #[arg(long)]
+    pub no_report: bool,
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl SweepArgs {
+    fn spec(&self) -> anyhow::Result<SweepSpec> {
+        let mut spec = match &self.preset {
+            Some(p) => preset(p)?,
+            None => SweepSpec {
+                config: self.config.clone(),
+                overrides: Vec::new(),
+                axes: vec![Axis {
+                    key: "modality.kind".into(),
+                    values: MODALITIES.split(',').map(String::from).collect(),
+                }],
+                seeds: vec![100, 101, 102],
+            },
+        };
+        spec.overrides.extend(self.common.overrides.iter().cloned());
+        if !self.axes.is_empty() {
+            spec.axes = self.axes.clone();
+        }
+        if !self.seeds.is_empty() {
+            spec.seeds = self.seeds.clone();
+        }
+        Ok(spec)
+    }
+
+    /// The arguments that reproduce this sweep's grid and destination, for
+    /// the Slurm script.
+    fn grid_args(&self, data_dir: &Path, out: &Path) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(p) = &self.preset {
+            a.extend(["--preset".into(), p.clone()]);
+        }
+        if let Some(c) = &self.config {
+            a.extend(["--config".into(), absolute(c).display().to_string()]);
+        }
+        for axis in &self.axes {
+            a.extend([
+                "--axis".into(),
+                format!("{}={}", axis.key, axis.values.join(",")),
+            ]);
+        }
+        if !self.seeds.is_empty() {
+            let s: Vec<String> = self.seeds.iter().map(u64::to_string).collect();
+            a.extend(["--seeds".into(), s.join(",")]);
+        }
+        for o in &self.common.overrides {
+            a.extend(["--set".into(), o.clone()]);
+        }
+        a.extend(["--data-dir".into(), data_dir.display().to_string()]);
+        a.extend(["--out".into(), out.display().to_string()]);
+        if let Some(c) = &self.cache_dir {
+            a.extend(["--cache-dir".into(), absolute(c).display().to_string()]);
+        }
+        a.extend(["--device".into(), self.common.device.clone()]);
+        if self.common.quiet {
+            a.push("--quiet".into());
+        }
+        a
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// `muq sweep`. Returns whether every run of the slice finished.
+pub fn command(args: &SweepArgs) -> anyhow::Result<bool> {
+    let spec = args.spec()?;
+    // Every grid point is resolved and validated before anything runs.
+    let runs = expand(&spec)?;
+    let out = absolute(&args.out);
+    if args.plan {
+        for r in &runs {
+            let state = if is_finished(&out, r) {
+                "finished"
+            } else {
+                "pending"
+            };
+            let shard = args.shard.is_none_or(|s| s.contains(r.index));
+            if shard {
+                println!("{:>4}  {:<8}  {}", r.index, state, r.name);
+            }
+        }
+        return Ok(true);
+    }
+    let data_dir = absolute(&args.common.data_dir()?);
+    if args.slurm {
+        let muq = std::env::current_exe().context("locating the muq binary")?;
+        let script = slurm_script(
+            &muq,
+            &args.grid_args(&data_dir, &out),
+            runs.len(),
+            &out,
+            args.common.device.starts_with("cuda"),
+        );
+        let path = out.join("sweep.sbatch");
+        write_atomic(&path, script.as_bytes())?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        }
+        println!(
+            "wrote {} ({} array tasks): submit it with `sbatch {}`",
+            path.display(),
+            runs.len(),
+            path.display()
+        );
+        return Ok(true);
+    }
+    let opts = SweepOptions {
+        cache_dir: args
+            .cache_dir
+            .as_ref()
+            .map_or_else(|| out.join("cache"), |c| absolute(c)),
+        out: out.clone(),
+        data_dir,
+        device: crate::device::open(&args.common.device)?,
+        progress: args.common.progress(),
+        shard: args.shard,
+    };
+    let outcome = execute(&runs, &opts)?;
+    let all_done = outcome.failed == 0;
+    if !args.no_report && args.shard.is_none() {
+        crate::report::write_report(&out, &out)?;
+        if !args.common.quiet {
+            eprintln!("[sweep] report: {}", out.join("summary.md").display());
+        }
+    }
+    Ok(all_done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axes_and_shards_parse() {
+        let a: Axis = "modality.kind=random,label".parse().unwrap();
+        assert_eq!(a.values, ["random", "label"]);
+        assert!("novalue".parse::<Axis>().is_err());
+        assert_eq!(
+            "1/4".parse::<Shard>().unwrap(),
+            Shard { index: 1, count: 4 }
+        );
+        for bad in ["4/4", "1/0", "x/2", "3"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("a/b-c.d"), "a/b-c.d");
+        assert_eq!(shell_quote("it's here"), r"'it'\''s here'");
+    }
+}
