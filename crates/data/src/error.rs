@@ -13,7 +13,7 @@ pub(crate) const FIX_HINT: &str =
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// A file of the CIFAR-10 layout does not exist.
-    #[error("CIFAR-10 file {} is missing ({source}); {FIX_HINT}", path.display())]
+    #[error("CIFAR-10 file {} is missing; {FIX_HINT}", path.display())]
     MissingFile {
         /// The file that was looked for.
         path: PathBuf,
@@ -23,7 +23,7 @@ pub enum DataError {
     },
 
     /// An I/O operation other than finding a file failed.
-    #[error("could not {op} {}: {source}", path.display())]
+    #[error("could not {op} {}", path.display())]
     Io {
         /// What was being done: "read", "write", "create directory", ...
         op: &'static str,

@@ -519,7 +519,9 @@ pub fn command(args: &SweepArgs) -> anyhow::Result<bool> {
     };
     let outcome = execute(&runs, &opts)?;
     let all_done = outcome.failed == 0;
-    if !args.no_report && args.shard.is_none() {
+    // The report covers whatever has finished; with nothing finished there
+    // is nothing to report (and the failures above say why).
+    if !args.no_report && args.shard.is_none() && outcome.completed + outcome.skipped > 0 {
         crate::report::write_report(&out, &out)?;
         if !args.common.quiet {
             eprintln!("[sweep] report: {}", out.join("summary.md").display());
