@@ -120,12 +120,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
     let test_checksum = data.test.checksum();
     let (train_set, train_idx) =
         subset(data.train, cfg.data.train_subset, seed, "data.train_subset")?;
-    let (test_set, _) = subset(
-        data.test,
-        cfg.data.test_subset,
-        seed ^ 0x7e57,
-        "data.test_subset",
-    )?;
+    let (test_set, _) = subset(data.test, cfg.data.test_subset, seed, "data.test_subset")?;
     cfg.modality
         .validate(train_set.len())
         .map_err(|e| anyhow::anyhow!("config section [modality]: {e}"))?;
@@ -290,11 +285,37 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
     Ok(result)
 }
 
-/// The candle version muq was built against (from Cargo.lock at build time
-/// is not available to the library, so it is pinned here with the workspace
-/// dependency).
+/// The candle version muq is built against (the workspace pins it; a test
+/// checks this string against Cargo.lock).
 fn candle_version() -> &'static str {
     "0.11.1"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candle_version_matches_the_lock_file() {
+        let lock = include_str!("../../../Cargo.lock");
+        let locked = lock
+            .split("[[package]]")
+            .find(|p| p.contains("name = \"candle-core\""))
+            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+            .map(|v| v.trim_matches('"'));
+        assert_eq!(locked, Some(candle_version()));
+    }
+
+    #[test]
+    fn retain_sample_is_seeded_sorted_and_inside_retain() {
+        let retain: Vec<usize> = (0..100).map(|i| i * 3).collect();
+        let a = retain_sample(&retain, 10, 1);
+        assert_eq!(a, retain_sample(&retain, 10, 1));
+        assert_ne!(a, retain_sample(&retain, 10, 2));
+        assert!(a.windows(2).all(|w| w[0] < w[1]));
+        assert!(a.iter().all(|i| retain.contains(i)));
+        assert_eq!(retain_sample(&retain, 0, 1), retain);
+    }
 }
 
 fn retain_sample(retain: &[usize], n: usize, seed: u64) -> Vec<usize> {
