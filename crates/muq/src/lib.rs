@@ -1,6 +1,7 @@
 //! muq: measure how machine unlearning changes a CIFAR-10 ResNet-18's
 //! calibration — the library behind the `muq` binary's subcommands.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod device;

@@ -26,6 +26,9 @@ enum Command {
     /// A whole study: a grid of runs (resumable, shardable, Slurm-ready),
     /// then its report.
     Sweep(muq::sweep::SweepArgs),
+    /// Time a training step, an eval batch and a gradient sum, and the peak
+    /// memory (`--json` for one JSON object).
+    Bench(muq::bench::BenchArgs),
     /// Summarise a results directory: the original's table, the extended
     /// view and figures (summary.md, summary.csv, summary.json, figures/).
     Report(muq::report::ReportArgs),
@@ -49,6 +52,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 )
             }
         }
+        Command::Bench(args) => muq::bench::run(&args),
         Command::Report(args) => muq::report::run(&args),
     }
 }

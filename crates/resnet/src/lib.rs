@@ -34,11 +34,13 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod checkpoint;
 mod error;
 mod grads;
 mod infer;
 pub mod init;
+pub mod kernels;
 mod model;
 mod sgd;
 mod train;
@@ -46,6 +48,7 @@ mod train;
 pub use error::{ResnetError, Result};
 pub use grads::Gradients;
 pub use infer::{BnPolicy, GradSum, GradSumOptions, Logits, Passes, Reduction, grad_sum, logits};
+pub use kernels::Kernels;
 pub use model::{BnMode, Param, ParamKind, ResNet, ResNetConfig, cross_entropy_sum};
 pub use sgd::{Sgd, SgdConfig};
 pub use train::{EpochStats, Progress, TrainConfig, TrainReport, train};

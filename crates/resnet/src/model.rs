@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::init::{Init, fans};
+use crate::kernels::{self, Kernels};
 use crate::{ResnetError, Result};
 
 /// The architecture of a model: what a checkpoint must agree with.
@@ -197,9 +198,27 @@ struct Conv2d {
 }
 
 impl Conv2d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?)
+    fn forward(&self, x: &Tensor, k: Kernels) -> Result<Tensor> {
+        Ok(kernels::conv2d(
+            x,
+            &self.weight,
+            self.stride,
+            self.padding,
+            k,
+        )?)
     }
+}
+
+/// What a BatchNorm's forward pass applies after normalising, in the same
+/// (fused, with [`Kernels::Muq`]) pass.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum After<'a> {
+    /// Nothing: `bn(x)`.
+    Nothing,
+    /// `relu(bn(x))`.
+    Relu,
+    /// `relu(bn(x) + residual)`, the end of a BasicBlock.
+    AddRelu(&'a Tensor),
 }
 
 /// BatchNorm over the channels of an `N×C×H×W` tensor, PyTorch semantics.
@@ -214,7 +233,92 @@ pub(crate) struct BatchNorm2d {
 }
 
 impl BatchNorm2d {
-    fn forward(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
+    /// A fresh layer of `c` channels (γ = 1, β = 0, running mean 0 and
+    /// variance 1), as the model's constructor makes it.
+    pub(crate) fn fresh(c: usize, device: &Device) -> Result<Self> {
+        let full = |v: f32| vec![v; c];
+        Self::with_values([full(1.0), full(0.0), full(0.0), full(1.0)], device)
+    }
+
+    /// A layer with the given γ, β, running mean and running variance.
+    pub(crate) fn with_values(values: [Vec<f32>; 4], device: &Device) -> Result<Self> {
+        let [weight, bias, mean, var] = values.map(|v| {
+            let n = v.len();
+            Tensor::from_vec(v, n, device).and_then(|t| Var::from_tensor(&t))
+        });
+        Ok(Self {
+            weight: weight?.as_tensor().clone(),
+            bias: bias?.as_tensor().clone(),
+            running_mean: mean?,
+            running_var: var?,
+            eps: 1e-5,
+            momentum: 0.1,
+        })
+    }
+
+    /// γ, β, running mean and running variance.
+    #[cfg(test)]
+    pub(crate) fn tensors(&self) -> [&Tensor; 4] {
+        [
+            &self.weight,
+            &self.bias,
+            self.running_mean.as_tensor(),
+            self.running_var.as_tensor(),
+        ]
+    }
+
+    /// `bn(x)` followed by `after`, on the kernels `k`.
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        mode: BnMode,
+        after: After<'_>,
+        k: Kernels,
+    ) -> Result<Tensor> {
+        if mode == BnMode::Train {
+            let (n, _, h, wd) = x.dims4()?;
+            if n * h * wd < 2 {
+                return Err(ResnetError::Config {
+                    field: "batch_size",
+                    reason: "BatchNorm in training mode needs more than one value per channel \
+                             (use a batch of at least 2)"
+                        .into(),
+                });
+            }
+        }
+        if k == Kernels::Muq && kernels::runs_on(x) {
+            let params = kernels::BnParams {
+                weight: &self.weight,
+                bias: &self.bias,
+                running_mean: self.running_mean.as_tensor(),
+                running_var: self.running_var.as_tensor(),
+                eps: self.eps,
+            };
+            let act = match after {
+                After::Nothing => kernels::BnAct::Identity,
+                After::Relu => kernels::BnAct::Relu,
+                After::AddRelu(r) => kernels::BnAct::AddRelu(r),
+            };
+            let (y, stats) = kernels::batch_norm(x, &params, mode, act)?;
+            if let Some(s) = stats {
+                let (_, c, _, _) = x.dims4()?;
+                let dev = x.device();
+                let mean = Tensor::from_vec(s.mean, c, dev)?;
+                let var = Tensor::from_vec(s.var, c, dev)?;
+                self.update_running(&mean, &var, s.count)?;
+            }
+            return Ok(y);
+        }
+        let y = self.forward_stock(x, mode)?;
+        Ok(match after {
+            After::Nothing => y,
+            After::Relu => y.relu()?,
+            After::AddRelu(r) => (y + r)?.relu()?,
+        })
+    }
+
+    /// candle's stock ops: BatchNorm composed of reductions and broadcasts.
+    fn forward_stock(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
         let c = x.dim(1)?;
         let shape = (1, c, 1, 1);
         let w = self.weight.reshape(shape)?;
@@ -231,14 +335,6 @@ impl BatchNorm2d {
             BnMode::Train => {
                 let (n, _, h, wd) = x.dims4()?;
                 let count = n * h * wd;
-                if count < 2 {
-                    return Err(ResnetError::Config {
-                        field: "batch_size",
-                        reason: "BatchNorm in training mode needs more than one value per channel \
-                                 (use a batch of at least 2)"
-                            .into(),
-                    });
-                }
                 let mean = x.mean_keepdim((0, 2, 3))?;
                 let centred = x.broadcast_sub(&mean)?;
                 let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
@@ -298,14 +394,16 @@ impl BasicBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
-        let out = self.bn1.forward(&self.conv1.forward(x)?, mode)?.relu()?;
-        let out = self.bn2.forward(&self.conv2.forward(&out)?, mode)?;
+    fn forward(&self, x: &Tensor, mode: BnMode, k: Kernels) -> Result<Tensor> {
+        let out = self
+            .bn1
+            .forward(&self.conv1.forward(x, k)?, mode, After::Relu, k)?;
         let identity = match &self.downsample {
-            Some((conv, bn)) => bn.forward(&conv.forward(x)?, mode)?,
+            Some((conv, bn)) => bn.forward(&conv.forward(x, k)?, mode, After::Nothing, k)?,
             None => x.clone(),
         };
-        Ok((out + identity)?.relu()?)
+        let out = self.conv2.forward(&out, k)?;
+        self.bn2.forward(&out, mode, After::AddRelu(&identity), k)
     }
 }
 
@@ -325,6 +423,7 @@ pub struct ResNet {
     layers: Vec<BasicBlock>,
     fc_weight: Tensor,
     fc_bias: Tensor,
+    kernels: Kernels,
 }
 
 impl ResNet {
@@ -399,12 +498,25 @@ impl ResNet {
             layers,
             fc_weight: fc_weight.as_tensor().clone(),
             fc_bias: fc_bias.as_tensor().clone(),
+            kernels: Kernels::from_env(),
         })
     }
 
     /// The architecture.
     pub fn config(&self) -> &ResNetConfig {
         &self.config
+    }
+
+    /// The kernels the forward and backward passes run on (a runtime choice,
+    /// not part of the architecture or of checkpoints).
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
+    /// Selects the kernels for every later pass; the default comes from
+    /// [`Kernels::from_env`].
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.kernels = kernels;
     }
 
     /// The device the model lives on.
@@ -442,9 +554,12 @@ impl ResNet {
             .collect()
     }
 
-    /// An independent deep copy of the model on `device`.
+    /// An independent deep copy of the model on `device` (with the same
+    /// kernel selection).
     pub fn to_device(&self, device: &Device) -> Result<Self> {
-        Self::from_tensors(&self.config, &self.state_dict()?, device)
+        let mut copy = Self::from_tensors(&self.config, &self.state_dict()?, device)?;
+        copy.kernels = self.kernels;
+        Ok(copy)
     }
 
     /// An independent deep copy of the model on its own device.
@@ -483,9 +598,12 @@ impl ResNet {
         bn: BnMode,
         dropout_rng: Option<&mut ChaCha8Rng>,
     ) -> Result<Tensor> {
-        let mut h = self.bn1.forward(&self.conv1.forward(x)?, bn)?.relu()?;
+        let k = self.kernels;
+        let mut h = self
+            .bn1
+            .forward(&self.conv1.forward(x, k)?, bn, After::Relu, k)?;
         for block in &self.layers {
-            h = block.forward(&h, bn)?;
+            h = block.forward(&h, bn, k)?;
         }
         let mut feat = h.mean((2, 3))?;
         if let Some(rng) = dropout_rng
@@ -542,32 +660,46 @@ mod tests {
     ///   running_mean = 0.9·0 + 0.1·3 = 0.3
     ///   running_var  = 0.9·1 + 0.1·14/3 = 1.366667
     /// Eval mode then uses those: y = 2·(x − 0.3)/√(1.366667 + 1e-5) + 0.5.
+    /// PyTorch 2.15.0 prints exactly these for `nn.BatchNorm2d(1)` with
+    /// weight 2, bias 0.5: train y = [−1.638087, −0.569043, 0.5, 3.707130],
+    /// running stats (0.3, 1.366667), eval y = [1.697554, 3.408346, 5.119137,
+    /// 10.251512].
     #[test]
     fn batchnorm_matches_the_worked_example() -> Result<()> {
+        for k in Kernels::ALL {
+            batchnorm_worked_example(k)?;
+        }
+        Ok(())
+    }
+
+    fn batchnorm_worked_example(k: Kernels) -> Result<()> {
         let dev = Device::Cpu;
         let x = Tensor::new(&[1.0f32, 2.0, 3.0, 6.0], &dev)?.reshape((2, 1, 1, 2))?;
         let layer = bn(1);
         let y = layer
-            .forward(&x, BnMode::Train)?
+            .forward(&x, BnMode::Train, After::Nothing, k)?
             .flatten_all()?
             .to_vec1::<f32>()?;
         let s = (3.5f64 + 1e-5).sqrt();
         for (got, xi) in y.iter().zip([1.0, 2.0, 3.0, 6.0]) {
             let want = 2.0 * (xi - 3.0) / s + 0.5;
-            assert!((*got as f64 - want).abs() < 1e-5, "{got} vs {want}");
+            assert!((*got as f64 - want).abs() < 1e-5, "{k}: {got} vs {want}");
         }
         let rm = layer.running_mean.as_tensor().to_vec1::<f32>()?[0];
         let rv = layer.running_var.as_tensor().to_vec1::<f32>()?[0];
-        assert!((rm - 0.3).abs() < 1e-6, "{rm}");
-        assert!((rv as f64 - (0.9 + 0.1 * 14.0 / 3.0)).abs() < 1e-6, "{rv}");
+        assert!((rm - 0.3).abs() < 1e-6, "{k}: {rm}");
+        assert!(
+            (rv as f64 - (0.9 + 0.1 * 14.0 / 3.0)).abs() < 1e-6,
+            "{k}: {rv}"
+        );
         let y = layer
-            .forward(&x, BnMode::Eval)?
+            .forward(&x, BnMode::Eval, After::Nothing, k)?
             .flatten_all()?
             .to_vec1::<f32>()?;
         let s = (0.9 + 0.1 * 14.0 / 3.0 + 1e-5f64).sqrt();
         for (got, xi) in y.iter().zip([1.0, 2.0, 3.0, 6.0]) {
             let want = 2.0 * (xi - 0.3) / s + 0.5;
-            assert!((*got as f64 - want).abs() < 1e-5, "{got} vs {want}");
+            assert!((*got as f64 - want).abs() < 1e-5, "{k}: {got} vs {want}");
         }
         // Eval mode leaves the buffers alone.
         assert_eq!(layer.running_mean.as_tensor().to_vec1::<f32>()?[0], rm);
@@ -580,14 +712,18 @@ mod tests {
             .unwrap()
             .reshape((1, 1, 1, 1))
             .unwrap();
-        let err = bn(1).forward(&x, BnMode::Train).unwrap_err();
-        assert!(err.to_string().contains("batch_size"), "{err}");
+        for k in Kernels::ALL {
+            let err = bn(1)
+                .forward(&x, BnMode::Train, After::Nothing, k)
+                .unwrap_err();
+            assert!(err.to_string().contains("batch_size"), "{k}: {err}");
+        }
     }
 
     #[test]
     fn cross_entropy_sum_matches_pytorch() -> Result<()> {
         // F.cross_entropy(torch.tensor([[1., 2., 3.], [0., 0., 0.]]),
-        //                 torch.tensor([2, 0]), reduction="sum")
+        //                 torch.tensor([2, 0]), reduction="sum")  (PyTorch 2.15.0: 1.5062182)
         //   = (log(e+e²+e³) − 3) + log 3 = 0.4076059645 + 1.0986122887 = 1.5062182532
         let dev = Device::Cpu;
         let logits = Tensor::new(&[[1.0f32, 2.0, 3.0], [0.0, 0.0, 0.0]], &dev)?;

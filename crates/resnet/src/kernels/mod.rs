@@ -1,0 +1,255 @@
+//! Which CPU kernels the model's convolutions and BatchNorms run on.
+//!
+//! [`Kernels::Stock`] uses candle's own ops (`conv2d`, and BatchNorm composed
+//! of element-wise ops), exactly as before this module existed.
+//! [`Kernels::Muq`] uses muq's CPU kernels, written as candle custom ops with
+//! explicit backward passes; on any other device than the CPU, or for another
+//! dtype than f32, it falls back to the stock ops.
+//!
+//! The selection is a runtime choice ([`crate::ResNet::set_kernels`]), not
+//! part of a model's architecture or of its checkpoints. A new model takes
+//! the default from the `MUQ_KERNELS` environment variable (`stock` or
+//! `muq`; unset = `muq`), so the whole test suite can be run on either path:
+//! `MUQ_KERNELS=stock cargo test -p muq-resnet`.
+
+mod bn;
+mod conv;
+mod gemm;
+mod ops;
+mod simd;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::BnMode;
+
+/// The environment variable that sets the default [`Kernels`].
+pub const KERNELS_ENV: &str = "MUQ_KERNELS";
+
+/// Which implementation of convolution and BatchNorm a model runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernels {
+    /// candle's stock ops.
+    Stock,
+    /// muq's CPU kernels (GEMM convolutions, fused BatchNorm); stock ops on
+    /// other devices.
+    #[default]
+    Muq,
+}
+
+impl Kernels {
+    /// Both settings, stock first.
+    pub const ALL: [Kernels; 2] = [Kernels::Stock, Kernels::Muq];
+
+    /// The lowercase name (`stock` or `muq`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kernels::Stock => "stock",
+            Kernels::Muq => "muq",
+        }
+    }
+
+    /// The default for new models: `MUQ_KERNELS` if set, else
+    /// [`Kernels::Muq`].
+    ///
+    /// # Panics
+    /// If `MUQ_KERNELS` holds anything but `stock` or `muq`: a typo must not
+    /// silently benchmark or test the wrong path.
+    pub fn from_env() -> Kernels {
+        match std::env::var(KERNELS_ENV) {
+            Ok(v) if !v.is_empty() => v.parse().unwrap_or_else(|e| panic!("{KERNELS_ENV}: {e}")),
+            _ => Kernels::default(),
+        }
+    }
+}
+
+impl fmt::Display for Kernels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A kernel name that is neither `stock` nor `muq`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown kernels `{0}`: use `stock` (candle's ops) or `muq` (muq's CPU kernels)")]
+pub struct UnknownKernels(pub String);
+
+impl FromStr for Kernels {
+    type Err = UnknownKernels;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "stock" => Ok(Kernels::Stock),
+            "muq" => Ok(Kernels::Muq),
+            _ => Err(UnknownKernels(s.to_owned())),
+        }
+    }
+}
+
+/// Makes glibc's `malloc` keep large freed blocks for reuse: raises its
+/// mmap threshold and trim threshold to 1 GiB (idempotent; a no-op
+/// elsewhere than Linux/glibc). Returns whether the settings took.
+///
+/// By default glibc serves every block over 32 MiB (a width-64 layer-1
+/// activation at batch 128 is exactly that) with a fresh `mmap` and unmaps
+/// it on free, so each step page-faults hundreds of megabytes back in:
+/// measured here, 1.6 M page faults and 17 % more CPU time per training
+/// step. With the thresholds raised, freed activations are reused from the
+/// heap. Resident memory then stays at its high-water mark instead of
+/// shrinking between steps. The muq kernels call this on first use; a
+/// program may call it first thing in `main`.
+pub fn tune_allocator() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::sync::OnceLock;
+        static TOOK: OnceLock<bool> = OnceLock::new();
+        *TOOK.get_or_init(|| {
+            unsafe extern "C" {
+                fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+            }
+            const M_TRIM_THRESHOLD: std::ffi::c_int = -1;
+            const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
+            const LIMIT: std::ffi::c_int = 1 << 30;
+            // SAFETY: `mallopt` only changes allocator parameters, under
+            // glibc's arena lock; both values are in its accepted range.
+            unsafe {
+                mallopt(M_MMAP_THRESHOLD, LIMIT) == 1 && mallopt(M_TRIM_THRESHOLD, LIMIT) == 1
+            }
+        })
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+/// Whether muq's kernels can run on `x` (a CPU f32 tensor); when they
+/// cannot, [`Kernels::Muq`] falls back to the stock ops.
+pub fn runs_on(x: &Tensor) -> bool {
+    matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32
+}
+
+/// A 2-D convolution without bias: `x` is `N×C×H×W`, `w` is `O×C×k×k`,
+/// zero padding `padding` on every side, square `stride`.
+///
+/// With [`Kernels::Muq`] on the CPU this is a custom op whose backward pass
+/// computes the input gradient only when the input needs one (not for the
+/// stem, whose input is the image batch).
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    kernels: Kernels,
+) -> candle_core::Result<Tensor> {
+    if kernels == Kernels::Muq && runs_on(x) && runs_on(w) {
+        tune_allocator();
+        ops::conv2d(x, w, stride, padding)
+    } else {
+        x.conv2d(w, padding, stride, 1, 1)
+    }
+}
+
+/// The gradient of [`conv2d`] with respect to its input, of shape
+/// `x_dims`, given the output gradient `dy`.
+pub fn conv2d_input_grad(
+    x_dims: &[usize],
+    w: &Tensor,
+    dy: &Tensor,
+    stride: usize,
+    padding: usize,
+    kernels: Kernels,
+) -> candle_core::Result<Tensor> {
+    if kernels == Kernels::Muq && runs_on(w) && runs_on(dy) {
+        return ops::conv2d_input_grad(x_dims, w, dy, stride, padding);
+    }
+    // candle's own backward pass: a transposed convolution.
+    let (_, _, k, _) = w.dims4()?;
+    let out_size = (dy.dim(2)? - 1) * stride + k - 2 * padding;
+    let out_padding = x_dims[2] - out_size;
+    dy.conv_transpose2d(w, padding, out_padding, stride, 1)
+}
+
+/// The gradient of [`conv2d`] with respect to its filters, of shape
+/// `w_dims`, given the input `x` and the output gradient `dy`.
+pub fn conv2d_weight_grad(
+    x: &Tensor,
+    w_dims: &[usize],
+    dy: &Tensor,
+    stride: usize,
+    padding: usize,
+    kernels: Kernels,
+) -> candle_core::Result<Tensor> {
+    if kernels == Kernels::Muq && runs_on(x) && runs_on(dy) {
+        return ops::conv2d_weight_grad(x, w_dims, dy, stride, padding);
+    }
+    // candle's own backward pass: a convolution of the input by the output
+    // gradient, channels and batch swapped, dilated by the stride.
+    let g = x
+        .transpose(0, 1)?
+        .conv2d(&dy.transpose(0, 1)?, padding, 1, stride, 1)?
+        .transpose(0, 1)?;
+    let (k0, k1) = (w_dims[2], w_dims[3]);
+    if g.dim(2)? != k0 || g.dim(3)? != k1 {
+        g.narrow(2, 0, k0)?.narrow(3, 0, k1)
+    } else {
+        Ok(g)
+    }
+}
+
+/// The tensors of one BatchNorm layer.
+#[derive(Clone, Copy, Debug)]
+pub struct BnParams<'a> {
+    /// γ, shape `C`.
+    pub weight: &'a Tensor,
+    /// β, shape `C`.
+    pub bias: &'a Tensor,
+    /// Running mean, shape `C` (read in eval mode only).
+    pub running_mean: &'a Tensor,
+    /// Running (unbiased) variance, shape `C` (read in eval mode only).
+    pub running_var: &'a Tensor,
+    /// Added to the variance before the square root.
+    pub eps: f64,
+}
+
+/// What follows the normalisation in the fused BatchNorm pass.
+#[derive(Clone, Copy, Debug)]
+pub enum BnAct<'a> {
+    /// `bn(x)`.
+    Identity,
+    /// `relu(bn(x))`.
+    Relu,
+    /// `relu(bn(x) + residual)`.
+    AddRelu(&'a Tensor),
+}
+
+/// Batch statistics of a training-mode BatchNorm pass, for the running-stat
+/// update.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchStats {
+    /// Per-channel mean.
+    pub mean: Vec<f32>,
+    /// Per-channel biased variance (the one that normalises).
+    pub var: Vec<f32>,
+    /// Values per channel (`N·H·W`).
+    pub count: usize,
+}
+
+/// Fused BatchNorm (+ReLU, +residual) as one custom op with its own
+/// backward pass; `x` (`N×C×H×W`) must satisfy [`runs_on`]. Returns the
+/// output and, in training mode, the batch statistics: the caller updates
+/// the running statistics (they are not touched here).
+pub fn batch_norm(
+    x: &Tensor,
+    params: &BnParams<'_>,
+    mode: BnMode,
+    act: BnAct<'_>,
+) -> candle_core::Result<(Tensor, Option<BatchStats>)> {
+    ops::batch_norm(x, params, mode, act)
+}
