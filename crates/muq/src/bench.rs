@@ -18,6 +18,7 @@ use anyhow::{Context as _, bail};
 use candle_core::{D, DType, Device, Tensor};
 use muq_data::{Dataset, Normalization, rng, synthetic};
 use muq_resnet::bench::{OpTiming, median, op_timings};
+use muq_resnet::kernels::profile;
 use muq_resnet::{
     BnMode, BnPolicy, GradSumOptions, Gradients, Kernels, Reduction, ResNet, ResNetConfig, Sgd,
     SgdConfig, cross_entropy_sum, grad_sum,
@@ -85,6 +86,10 @@ pub struct BenchReport {
     /// `threads × train_step_ms` when the machine is otherwise idle, less
     /// when other processes took cores.
     pub train_step_cpu_ms: Option<f64>,
+    /// Mean ms per training step inside muq's kernels (zero with stock
+    /// kernels); the rest of the step is candle's own ops (autograd
+    /// bookkeeping, the head, the loss) and the optimiser.
+    pub kernel_ms: muq_resnet::kernels::profile::KernelTimes,
     /// Median ms of the forward pass and loss.
     pub forward_ms: f64,
     /// Median ms of the backward pass (incl. reading the gradients out).
@@ -180,6 +185,9 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let (mut fwd, mut bwd, mut upd, mut total) = (vec![], vec![], vec![], vec![]);
     let mut cpu = vec![];
     for step in 0..args.warmup + steps {
+        if step == args.warmup {
+            profile::take();
+        }
         let start = (step * args.batch) % (n_images - args.batch + 1);
         let (x, y) = data.batch(&all[start..start + args.batch], &device)?;
         let c0 = process_cpu_ms();
@@ -214,6 +222,8 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<BenchReport> {
             }
         }
     }
+
+    let kernel_ms = profile::take().per(steps as f64);
 
     // Eval batches.
     let (x, _) = data.batch(&all[..args.batch], &device)?;
@@ -262,6 +272,7 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         steps,
         train_step_ms,
         train_step_cpu_ms: (!cpu.is_empty()).then(|| median(&mut cpu)),
+        kernel_ms,
         forward_ms: median(&mut fwd),
         backward_ms: median(&mut bwd),
         optimizer_ms: median(&mut upd),
@@ -287,6 +298,19 @@ fn print_table(r: &BenchReport) {
     row("  forward + loss", r.forward_ms);
     row("  backward", r.backward_ms);
     row("  optimiser", r.optimizer_ms);
+    let k = &r.kernel_ms;
+    if k.total_ms() > 0.0 {
+        println!(
+            "    in muq kernels: conv fwd {:.0}, conv dx {:.0}, conv dw {:.0}, bn fwd {:.0}, \
+             bn bwd {:.0}; other {:.0} ms",
+            k.conv_fwd_ms,
+            k.conv_dx_ms,
+            k.conv_dw_ms,
+            k.bn_fwd_ms,
+            k.bn_bwd_ms,
+            r.train_step_ms - k.total_ms()
+        );
+    }
     row("eval batch", r.eval_batch_ms);
     if let Some(ms) = r.grad_sum_ms {
         row(&format!("grad_sum ({} images)", r.grad_images), ms);

@@ -253,3 +253,76 @@ pub fn batch_norm(
 ) -> candle_core::Result<(Tensor, Option<BatchStats>)> {
     ops::batch_norm(x, params, mode, act)
 }
+
+/// Wall-clock time spent inside muq's CPU kernels, for `muq bench`.
+pub mod profile {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Instant;
+
+    use serde::Serialize;
+
+    /// The kernels timed.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) enum Kind {
+        ConvForward = 0,
+        ConvInputGrad = 1,
+        ConvWeightGrad = 2,
+        BnForward = 3,
+        BnBackward = 4,
+    }
+
+    static NANOS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+
+    /// Adds the time since `start` to `kind`'s total.
+    pub(crate) fn record(kind: Kind, start: Instant) {
+        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        NANOS[kind as usize].fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Milliseconds spent in each kernel (summed over calls and threads
+    /// that called them; the kernels parallelise inside, so this is wall
+    /// time of the calling thread).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+    pub struct KernelTimes {
+        /// Convolution forward passes.
+        pub conv_fwd_ms: f64,
+        /// Convolution input gradients.
+        pub conv_dx_ms: f64,
+        /// Convolution filter gradients.
+        pub conv_dw_ms: f64,
+        /// BatchNorm (+ReLU, +residual) forward passes.
+        pub bn_fwd_ms: f64,
+        /// BatchNorm backward passes.
+        pub bn_bwd_ms: f64,
+    }
+
+    impl KernelTimes {
+        /// The sum over kernels.
+        pub fn total_ms(&self) -> f64 {
+            self.conv_fwd_ms + self.conv_dx_ms + self.conv_dw_ms + self.bn_fwd_ms + self.bn_bwd_ms
+        }
+
+        /// Each figure divided by `n`.
+        pub fn per(&self, n: f64) -> Self {
+            Self {
+                conv_fwd_ms: self.conv_fwd_ms / n,
+                conv_dx_ms: self.conv_dx_ms / n,
+                conv_dw_ms: self.conv_dw_ms / n,
+                bn_fwd_ms: self.bn_fwd_ms / n,
+                bn_bwd_ms: self.bn_bwd_ms / n,
+            }
+        }
+    }
+
+    /// The totals since the last call (or since the start), resetting them.
+    pub fn take() -> KernelTimes {
+        let ms = |k: Kind| NANOS[k as usize].swap(0, Ordering::Relaxed) as f64 / 1e6;
+        KernelTimes {
+            conv_fwd_ms: ms(Kind::ConvForward),
+            conv_dx_ms: ms(Kind::ConvInputGrad),
+            conv_dw_ms: ms(Kind::ConvWeightGrad),
+            bn_fwd_ms: ms(Kind::BnForward),
+            bn_bwd_ms: ms(Kind::BnBackward),
+        }
+    }
+}

@@ -1,11 +1,13 @@
 //! The kernels wrapped as candle custom ops with explicit backward passes.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use candle_core::{
     CpuStorage, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor, bail,
 };
 
+use super::profile::{Kind, record};
 use super::{BatchStats, BnAct, BnParams, bn, conv};
 use crate::BnMode;
 
@@ -56,7 +58,9 @@ impl CustomOp2 for Conv2dOp {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = conv_geom(l1.dims(), l2.dims(), self.stride, self.padding)?;
+        let t = Instant::now();
         let y = conv::forward(&g, cpu_f32(s1, l1)?, cpu_f32(s2, l2)?);
+        record(Kind::ConvForward, t);
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
     }
 
@@ -72,13 +76,17 @@ impl CustomOp2 for Conv2dOp {
         // Nothing upstream of an input that is neither a variable nor
         // computed from one (the image batch) needs its gradient.
         let dx = if x.track_op() {
+            let t = Instant::now();
             let v = with_f32(w, |w| with_f32(&dy, |dy| Ok(conv::input_grad(&g, w, dy))))?;
+            record(Kind::ConvInputGrad, t);
             Some(tensor(v, x.dims())?)
         } else {
             None
         };
         let dw = if w.track_op() {
+            let t = Instant::now();
             let v = with_f32(x, |x| with_f32(&dy, |dy| Ok(conv::weight_grad(&g, x, dy))))?;
+            record(Kind::ConvWeightGrad, t);
             Some(tensor(v, w.dims())?)
         } else {
             None
@@ -148,6 +156,7 @@ impl BnOp {
                 g.c
             );
         }
+        let t = Instant::now();
         let stats = if self.train {
             self.stats.get_or_init(|| bn::batch_stats(&g, x, self.eps))
         } else {
@@ -156,7 +165,9 @@ impl BnOp {
                 None => bail!("muq BatchNorm: eval-mode op without running statistics"),
             }
         };
-        Ok(bn::forward(&g, x, wb, stats, self.act, r))
+        let y = bn::forward(&g, x, wb, stats, self.act, r);
+        record(Kind::BnForward, t);
+        Ok(y)
     }
 
     fn bwd(
@@ -171,6 +182,7 @@ impl BnOp {
             bail!("muq BatchNorm: backward pass before the forward pass");
         };
         let dy = dy.contiguous()?;
+        let t = Instant::now();
         let (dx, dwb, dr) = with_f32(x, |xs| {
             with_f32(wb, |wbs| {
                 with_f32(y, |ys| {
@@ -182,6 +194,7 @@ impl BnOp {
                 })
             })
         })?;
+        record(Kind::BnBackward, t);
         Ok((
             tensor(dx, x.dims())?,
             tensor(dwb, wb.dims())?,
