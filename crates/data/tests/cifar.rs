@@ -1,5 +1,6 @@
-//! The CIFAR-10 binary reader and writer: round trips, agreement with
-//! candle-datasets, every rejected input, and (with `CIFAR10_DIR`) the real set.
+//! The CIFAR-10 binary reader and writer: round trips, every rejected input,
+//! and (with `CIFAR10_DIR`) the real set. Agreement with candle-datasets'
+//! reader lives in `crates/data-compat` (see its Cargo.toml for why).
 
 use std::fs;
 use std::path::Path;
@@ -68,34 +69,6 @@ fn reads_files_of_any_record_count() {
     let back = load_dir(dir.path()).unwrap();
     assert_eq!(back.train, data.train);
     assert_eq!(back.test, data.test);
-}
-
-#[test]
-fn agrees_with_candle_datasets_on_the_standard_layout() {
-    let (dir, data) = written(50_000, 10_000, 10_000);
-    for f in TRAIN_FILES.iter().chain([&TEST_FILE]) {
-        assert_eq!(records(&dir.path().join(f)), 10_000, "{f}");
-    }
-    let ours = load_dir(dir.path()).unwrap();
-    assert_eq!(ours, data);
-    let theirs = candle_datasets::vision::cifar::load_dir(dir.path()).unwrap();
-    for (set, images, labels) in [
-        (&ours.train, &theirs.train_images, &theirs.train_labels),
-        (&ours.test, &theirs.test_images, &theirs.test_labels),
-    ] {
-        assert_eq!(images.dims(), [set.len(), 3, 32, 32]);
-        // candle-datasets gives f32 in [0, 1]; take both back to bytes.
-        let theirs_bytes: Vec<u8> = images
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(|v| (v * 255.0).round() as u8)
-            .collect();
-        assert!(theirs_bytes == set.images(), "image bytes differ");
-        assert_eq!(labels.to_vec1::<u8>().unwrap(), set.labels());
-    }
 }
 
 #[test]

@@ -1,0 +1,1 @@
+//! Test-only crate: see `tests/agree.rs` and this crate's Cargo.toml.
