@@ -291,46 +291,6 @@ fn candle_version() -> &'static str {
     "0.11.1"
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn candle_version_matches_the_lock_file() {
-        let lock = include_str!("../../../Cargo.lock");
-        let locked = lock
-            .split("[[package]]")
-            .find(|p| p.contains("name = \"candle-core\""))
-            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
-            .map(|v| v.trim_matches('"'));
-        assert_eq!(locked, Some(candle_version()));
-    }
-
-    #[test]
-    fn retain_sample_is_seeded_sorted_and_inside_retain() {
-        let retain: Vec<usize> = (0..100).map(|i| i * 3).collect();
-        let a = retain_sample(&retain, 10, 1);
-        assert_eq!(a, retain_sample(&retain, 10, 1));
-        assert_ne!(a, retain_sample(&retain, 10, 2));
-        assert!(a.windows(2).all(|w| w[0] < w[1]));
-        assert!(a.iter().all(|i| retain.contains(i)));
-        assert_eq!(retain_sample(&retain, 0, 1), retain);
-    }
-}
-
-fn retain_sample(retain: &[usize], n: usize, seed: u64) -> Vec<usize> {
-    if n == 0 || n >= retain.len() {
-        return retain.to_vec();
-    }
-    let mut r = rng::stream(seed, "retain_eval");
-    let mut picked: Vec<usize> = sample(&mut r, retain.len(), n)
-        .into_iter()
-        .map(|i| retain[i])
-        .collect();
-    picked.sort_unstable();
-    picked
-}
-
 /// Loads the base model from the cache, or trains it and stores it there.
 fn base_model(
     cfg: &RunConfig,
@@ -386,4 +346,44 @@ pub fn default_cache_dir(out_dir: &Path) -> PathBuf {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .join("cache")
+}
+
+fn retain_sample(retain: &[usize], n: usize, seed: u64) -> Vec<usize> {
+    if n == 0 || n >= retain.len() {
+        return retain.to_vec();
+    }
+    let mut r = rng::stream(seed, "retain_eval");
+    let mut picked: Vec<usize> = sample(&mut r, retain.len(), n)
+        .into_iter()
+        .map(|i| retain[i])
+        .collect();
+    picked.sort_unstable();
+    picked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candle_version_matches_the_lock_file() {
+        let lock = include_str!("../../../Cargo.lock");
+        let locked = lock
+            .split("[[package]]")
+            .find(|p| p.contains("name = \"candle-core\""))
+            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+            .map(|v| v.trim_matches('"'));
+        assert_eq!(locked, Some(candle_version()));
+    }
+
+    #[test]
+    fn retain_sample_is_seeded_sorted_and_inside_retain() {
+        let retain: Vec<usize> = (0..100).map(|i| i * 3).collect();
+        let a = retain_sample(&retain, 10, 1);
+        assert_eq!(a, retain_sample(&retain, 10, 1));
+        assert_ne!(a, retain_sample(&retain, 10, 2));
+        assert!(a.windows(2).all(|w| w[0] < w[1]));
+        assert!(a.iter().all(|i| retain.contains(i)));
+        assert_eq!(retain_sample(&retain, 0, 1), retain);
+    }
 }
