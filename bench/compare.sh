@@ -58,7 +58,8 @@ for name in ("muq", "stock", "pytorch"):
             runs[name] = json.load(f)
 ref = runs.get("pytorch")
 cols = [n for n in ("stock", "muq", "pytorch") if n in runs]
-keys = [("train_step_ms", "training step, ms"), ("forward_ms", "  forward, ms"),
+keys = [("train_step_ms", "training step, ms"), ("train_step_cpu_ms", "  CPU time (all threads), ms"),
+        ("forward_ms", "  forward, ms"),
         ("backward_ms", "  backward, ms"), ("optimizer_ms", "  optimiser, ms"),
         ("eval_batch_ms", "eval batch, ms"), ("grad_sum_ms", "grad_sum, ms"),
         ("peak_rss_mib", "peak RSS, MiB"), ("epoch_min", "epoch (391 steps), min")]
@@ -79,6 +80,12 @@ for k, label in keys:
             a, b = runs[c].get(k), ref.get(k)
             row += " | " + ("–" if a is None or not b else f"{a / b:.2f}")
     print(row + " |")
+for c in cols:
+    k = runs[c].get("kernel_ms")
+    if k and sum(k.values()) > 0:
+        other = runs[c]["train_step_ms"] - sum(k.values())
+        print(f"\n{c}: per step in muq kernels (ms): " + ", ".join(f"{n[:-3]} {v:.0f}" for n, v in k.items())
+              + f"; everything else {other:.0f}")
 ops = {c: {(o["op"], o["shape"]): o["ms"] for o in runs[c].get("ops", [])} for c in cols}
 if any(ops.values()):
     names = next(v for v in ops.values() if v)

@@ -48,7 +48,8 @@ const CONV_SHAPES: &[ConvShape] = &[
     (3, 6, 10, 10, 7, 3, 2, 1), // even side, stride 2
     (2, 4, 5, 5, 3, 5, 1, 2),   // 5×5 filters
     // Planes large enough for the shifted-GEMM path (no im2col):
-    (1, 3, 24, 24, 4, 3, 1, 1),  // the stem at batch 1
+    (1, 3, 24, 24, 4, 3, 1, 1),  // the stem at batch 1 (im2col: C < 16)
+    (2, 16, 32, 32, 5, 3, 1, 1), // 32×32, 3×3 (shifted)
     (5, 5, 20, 18, 7, 3, 1, 1),  // two images per group and a remainder
     (3, 17, 16, 16, 9, 1, 1, 0), // 1×1 stride 1
     (2, 6, 32, 32, 5, 5, 1, 2),  // 5×5 filters
