@@ -21,7 +21,9 @@
 #      stub folder is never put on LD_LIBRARY_PATH.
 #   3. Prints `export` lines (stdout; progress goes to stderr):
 #      CUDA_ROOT/CUDA_PATH/CUDA_HOME, NVCC, PATH, CUDA_COMPUTE_CAP (default 90,
-#      the H100/H200; override by exporting it first) and CUDARC_CUDA_VERSION.
+#      the H100/H200; override by exporting it first), CUDARC_CUDA_VERSION and
+#      CUDAFORGE_THREADS (parallel nvcc jobs; cudaforge's default is half the
+#      cores).
 #      nvcc uses the g++ on PATH as host compiler (CUDA 13.0 takes GCC 12);
 #      export NVCC_CCBIN to pick another.
 #
@@ -111,4 +113,5 @@ export NVCC='$root/bin/nvcc'
 export PATH='$root/bin':"\$PATH"
 export CUDA_COMPUTE_CAP='${CUDA_COMPUTE_CAP:-90}'
 export CUDARC_CUDA_VERSION='$CUDARC_CUDA_VERSION'
+export CUDAFORGE_THREADS='${CUDAFORGE_THREADS:-$(nproc)}'
 EOF
