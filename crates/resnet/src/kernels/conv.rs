@@ -22,9 +22,10 @@ use super::simd::simd_fn;
 
 /// Aim for at least this many GEMM columns per group of images.
 const TARGET_COLUMNS: usize = 512;
-/// Largest unfolded group (floats) per work range: 512 Ki floats = 2 MiB,
-/// one core's L2. Larger groups measured up to 15 % slower at 4×4 with both
-/// cores busy (the two threads' buffers and the filters then crowd L3).
+/// Largest unfolded group (floats) per work range: 512 Ki floats = 2 MiB.
+/// Measured with both cores busy: 8 MiB groups were up to 15 % slower at
+/// 4×4 (the two threads' buffers and the 9 MiB filters then crowd the
+/// 32 MiB L3); 1 MiB groups were no faster than 2 MiB ones.
 const MAX_GROUP_FLOATS: usize = 512 << 10;
 
 /// The shapes of one convolution.
