@@ -205,14 +205,14 @@ fn image_set_validates() {
 /// The real data set, when `CIFAR10_DIR` points at it.
 #[test]
 fn real_cifar10_when_available() {
-    let Some(dir) = std::env::var_os("CIFAR10_DIR") else {
+    let Some(dir) = muq_data::cifar::dir_from_env(&workspace_root()) else {
         eprintln!(
             "SKIPPED real_cifar10_when_available: CIFAR10_DIR is not set, so the real \
              CIFAR-10 was not loaded (set CIFAR10_DIR=/path/to/cifar10 to run this check)"
         );
         return;
     };
-    let data = load_dir(Path::new(&dir)).unwrap();
+    let data = load_dir(&dir).unwrap();
     assert_eq!(data.train.len(), 50_000);
     assert_eq!(data.test.len(), 10_000);
     assert_eq!(data.train.class_counts(), [5_000; NUM_CLASSES]);
@@ -220,8 +220,13 @@ fn real_cifar10_when_available() {
     assert_eq!(data.class_names, muq_data::CLASS_NAMES);
     eprintln!(
         "real CIFAR-10 at {}: train {}, test {}",
-        Path::new(&dir).display(),
+        dir.display(),
         data.train.checksum(),
         data.test.checksum()
     );
+}
+
+/// The workspace root, which a relative `CIFAR10_DIR` is read from.
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

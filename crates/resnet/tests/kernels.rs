@@ -247,14 +247,14 @@ fn muq_kernels_follow_the_stock_loss_curve_on_synthetic_data() {
 /// `CIFAR10_DIR` is set; prints the curves (`--nocapture`).
 #[test]
 fn muq_kernels_follow_the_stock_loss_curve_on_real_cifar10() {
-    let Some(dir) = std::env::var_os("CIFAR10_DIR").filter(|d| !d.is_empty()) else {
+    let Some(dir) = muq_data::cifar::dir_from_env(&workspace_root()) else {
         eprintln!(
             "SKIPPED muq_kernels_follow_the_stock_loss_curve_on_real_cifar10: CIFAR10_DIR is \
              not set (point it at the CIFAR-10 binary layout to run this test)"
         );
         return;
     };
-    let data = muq_data::load_dir(std::path::Path::new(&dir)).expect("load CIFAR-10");
+    let data = muq_data::load_dir(&dir).expect("load CIFAR-10");
     let idx = stratified_sample(data.train.labels(), 1280, 3);
     let ds = Dataset::clean(Arc::new(data.train.subset(&idx)), Normalization::CIFAR10);
     let all: Vec<usize> = (0..ds.len()).collect();
@@ -276,4 +276,9 @@ fn muq_kernels_follow_the_stock_loss_curve_on_real_cifar10() {
     assert_forced_agree(&forced);
     let stock: Vec<f32> = forced.iter().map(|f| f.stock_loss).collect();
     assert_curves_agree(&stock, &free, 0.05);
+}
+
+/// The workspace root, which a relative `CIFAR10_DIR` is read from.
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

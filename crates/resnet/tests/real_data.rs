@@ -10,14 +10,14 @@ use muq_resnet::{Passes, Progress, ResNet, ResNetConfig, SgdConfig, TrainConfig,
 
 #[test]
 fn a_small_model_learns_real_cifar10_in_one_epoch() {
-    let Some(dir) = std::env::var_os("CIFAR10_DIR").filter(|d| !d.is_empty()) else {
+    let Some(dir) = muq_data::cifar::dir_from_env(&workspace_root()) else {
         eprintln!(
             "SKIPPED a_small_model_learns_real_cifar10_in_one_epoch: CIFAR10_DIR is not set \
              (point it at the CIFAR-10 binary layout to run this test)"
         );
         return;
     };
-    let data = muq_data::load_dir(std::path::Path::new(&dir)).expect("load CIFAR-10");
+    let data = muq_data::load_dir(&dir).expect("load CIFAR-10");
     let seed = 100;
     let train_idx = stratified_sample(data.train.labels(), 12_000, seed);
     let test_idx = stratified_sample(data.test.labels(), 2000, seed);
@@ -57,4 +57,9 @@ fn a_small_model_learns_real_cifar10_in_one_epoch() {
         report.epochs[0].loss, report.epochs[0].accuracy, report.seconds
     );
     assert!(acc > 0.35, "test accuracy {acc} after one epoch");
+}
+
+/// The workspace root, which a relative `CIFAR10_DIR` is read from.
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
