@@ -201,6 +201,15 @@ fn resolve_data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the project
+/// root, where the build runs) or `<root>/target`.
+fn target_dir(root: &Path, env: Option<std::ffi::OsString>) -> PathBuf {
+    match env.filter(|d| !d.is_empty()) {
+        Some(d) => root.join(d),
+        None => root.join("target"),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn sweep(
     preset: &str,
@@ -225,7 +234,7 @@ fn sweep(
     if !build.status().context("running cargo build")?.success() {
         bail!("building muq failed");
     }
-    let muq = root.join("target/release/muq");
+    let muq = target_dir(&root, std::env::var_os("CARGO_TARGET_DIR")).join("release/muq");
     let mut cmd = Command::new(&muq);
     cmd.arg("sweep")
         .args(["--preset", preset])
@@ -276,6 +285,21 @@ fn main() -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_muq_binary_is_looked_for_in_cargos_target_dir() {
+        let root = Path::new("/project");
+        assert_eq!(target_dir(root, None), Path::new("/project/target"));
+        assert_eq!(
+            target_dir(root, Some("".into())),
+            Path::new("/project/target")
+        );
+        assert_eq!(target_dir(root, Some("/t".into())), Path::new("/t"));
+        assert_eq!(
+            target_dir(root, Some("out".into())),
+            Path::new("/project/out")
+        );
+    }
 
     #[test]
     fn an_incomplete_layout_is_not_taken_for_a_dataset() {
