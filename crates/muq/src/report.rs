@@ -365,6 +365,9 @@ pub struct Group {
     /// The original's table: ECE and Brier after temperature scaling of the
     /// headline state, per modality.
     pub headline: Vec<HeadlineRow>,
+    /// The base models' training log, per epoch, over the group's distinct
+    /// base models (runs that share a cached model count it once).
+    pub training: Vec<EpochRow>,
     /// The extended view, per modality.
     pub modalities: Vec<ModalityReport>,
     /// Path of the ECE/Brier chart relative to the output directory, without
@@ -389,6 +392,61 @@ pub struct Setup {
     pub methods: Vec<String>,
     /// BatchNorm policy of first-order unlearning, if configured.
     pub first_order_bn: Option<String>,
+}
+
+/// One epoch of the base models' training, over models.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss of the epoch (training mode).
+    pub loss: Stat,
+    /// Training accuracy of the epoch (training mode).
+    pub accuracy: Stat,
+    /// Wall-clock seconds of the epoch.
+    pub seconds: Stat,
+}
+
+/// The original study's training accuracy after epochs 1, 2, 3, as read off
+/// its training log (spec section 8: "about 48% / 68% / 77%").
+pub const ORIGINAL_TRAIN_ACCURACY: [f64; 3] = [0.48, 0.68, 0.77];
+
+/// The per-epoch training statistics of the distinct base models among
+/// `members`: runs whose seed and training log agree share one cached
+/// model and count once.
+fn training_rows(members: &[&LoadedRun]) -> Vec<EpochRow> {
+    let mut seen = BTreeSet::new();
+    let mut logs: Vec<&[muq_resnet::EpochStats]> = Vec::new();
+    let mut sorted: Vec<&LoadedRun> = members.to_vec();
+    sorted.sort_by(|a, b| a.result.seed.cmp(&b.result.seed).then(a.path.cmp(&b.path)));
+    for run in sorted {
+        let epochs = &run.result.training.epochs;
+        let key: (u64, Vec<(u64, u64)>) = (
+            run.result.seed,
+            epochs
+                .iter()
+                .map(|e| (e.loss.to_bits(), e.accuracy.to_bits()))
+                .collect(),
+        );
+        if seen.insert(key) {
+            logs.push(epochs);
+        }
+    }
+    let most = logs.iter().map(|l| l.len()).max().unwrap_or(0);
+    (0..most)
+        .filter_map(|i| {
+            let at: Vec<&muq_resnet::EpochStats> = logs.iter().filter_map(|l| l.get(i)).collect();
+            let stat = |f: fn(&muq_resnet::EpochStats) -> f64| {
+                Stat::of(&at.iter().map(|e| f(e)).collect::<Vec<_>>())
+            };
+            Some(EpochRow {
+                epoch: i + 1,
+                loss: stat(|e| e.loss)?,
+                accuracy: stat(|e| e.accuracy)?,
+                seconds: stat(|e| e.seconds)?,
+            })
+        })
+        .collect()
 }
 
 /// One row of the original's table.
@@ -672,6 +730,7 @@ fn build_group(
         config,
         headline_state: headline_state.to_string(),
         headline,
+        training: training_rows(members),
         modalities,
         chart: format!("{figure_prefix}/ece_brier"),
     })
@@ -951,6 +1010,43 @@ fn render_group(w: &mut String, report: &Report, g: &Group) {
         );
     }
     let _ = writeln!(w);
+
+    if !g.training.is_empty() {
+        let models = g.training[0].accuracy.n;
+        let _ = writeln!(
+            w,
+            "### Base-model training
+"
+        );
+        let _ = writeln!(
+            w,
+            "Per epoch, over the group's {models} distinct base model(s) (runs that share a \
+             cached model count once): training-mode loss and accuracy, wall time; beside the \
+             training accuracy the original study's log reached (about, read off its log).\n"
+        );
+        let _ = writeln!(
+            w,
+            "| epoch | models | loss | training accuracy | seconds | original study's training accuracy |"
+        );
+        let _ = writeln!(w, "|---:|---:|---:|---:|---:|---:|");
+        for row in &g.training {
+            let reference = ORIGINAL_TRAIN_ACCURACY
+                .get(row.epoch - 1)
+                .map_or_else(|| "–".to_string(), |a| format!("≈ {a:.2}"));
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {:.0} ± {:.0} | {} |",
+                row.epoch,
+                row.accuracy.n,
+                pm(&row.loss),
+                pm(&row.accuracy),
+                row.seconds.mean,
+                row.seconds.std,
+                reference
+            );
+        }
+        let _ = writeln!(w);
+    }
 
     // The original's table.
     let _ = writeln!(w, "### The original's table\n");

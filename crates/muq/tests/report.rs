@@ -741,3 +741,64 @@ fn binary_writes_the_report() {
         "{stderr}"
     );
 }
+
+/// A training log of `epochs` epochs: loss `l0 / e`, accuracy `a0 · e`,
+/// 10 s per epoch.
+fn training_log(l0: f64, a0: f64, epochs: usize) -> TrainReport {
+    TrainReport {
+        epochs: (1..=epochs)
+            .map(|e| muq_resnet::EpochStats {
+                epoch: e,
+                loss: l0 / e as f64,
+                accuracy: a0 * e as f64,
+                seconds: 10.0,
+                steps: 5,
+            })
+            .collect(),
+        seconds: 10.0 * epochs as f64,
+    }
+}
+
+#[test]
+fn training_log_counts_each_shared_base_model_once() {
+    use ModalityKind::{Noise, Random};
+    let states = [("original", v(0.01, 0.3, 1.0))];
+    let mut r100 = run_result(Random, 100, 2, &states);
+    let mut r101 = run_result(Random, 101, 2, &states);
+    // The noise run of seed 100 trained on clean data: the same cached
+    // model, hence the same log, as the random run of seed 100.
+    let mut n100 = run_result(Noise, 100, 2, &states);
+    r100.training = training_log(2.0, 0.2, 2);
+    r101.training = training_log(1.0, 0.3, 2);
+    n100.training = training_log(2.0, 0.2, 2);
+    let dir = std::env::temp_dir().join(format!("muq-report-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write_runs(
+        &dir,
+        &[
+            ("random-100", r100),
+            ("random-101", r101),
+            ("noise-100", n100),
+        ],
+    );
+    report::write_report(&dir, &dir.join("out")).unwrap();
+    let rep = read_report(&dir.join("out"));
+    let rows = &rep.groups[0].training;
+    assert_eq!(rows.len(), 2);
+    // Epoch 1: losses 2.0 and 1.0 → mean 1.5, std 0.5; accuracies 0.2 and
+    // 0.3 → 0.25 ± 0.05. Epoch 2: losses 1.0, 0.5 → 0.75 ± 0.25; accuracies
+    // 0.4, 0.6 → 0.5 ± 0.1. Two models, not three.
+    assert_eq!(rows[0].epoch, 1);
+    assert_stat(&rows[0].loss, 1.5, 0.5, 2);
+    assert_stat(&rows[0].accuracy, 0.25, 0.05, 2);
+    assert_stat(&rows[1].loss, 0.75, 0.25, 2);
+    assert_stat(&rows[1].accuracy, 0.5, 0.1, 2);
+    assert_stat(&rows[1].seconds, 10.0, 0.0, 2);
+    let md = std::fs::read_to_string(dir.join("out/summary.md")).unwrap();
+    assert!(md.contains("### Base-model training"), "{md}");
+    assert!(
+        md.contains("| 1 | 2 | 1.5000 ± 0.5000 | 0.2500 ± 0.0500 | 10 ± 0 | ≈ 0.48 |"),
+        "{md}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
