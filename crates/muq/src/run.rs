@@ -51,6 +51,29 @@ pub fn run_id(cfg: &RunConfig) -> String {
     stable_id(cfg)
 }
 
+/// The part of a config that decides its base model: runs with equal
+/// signatures on the same data train the same model (the cache key adds
+/// the data's checksums and the device). Sweeps use it to foresee which
+/// runs will find their base model in the cache.
+pub fn base_model_signature(cfg: &RunConfig) -> String {
+    #[derive(Serialize)]
+    struct Signature<'a> {
+        seed: u64,
+        train_subset: usize,
+        /// Only when the model trains on modified data.
+        modality: Option<&'a muq_data::ModalityConfig>,
+        model: &'a muq_resnet::ResNetConfig,
+        train: muq_resnet::TrainConfig,
+    }
+    stable_id(&Signature {
+        seed: cfg.seed,
+        train_subset: cfg.data.train_subset,
+        modality: (cfg.train_on() == TrainOn::Modified).then_some(&cfg.modality),
+        model: &cfg.model,
+        train: cfg.train.config(),
+    })
+}
+
 /// Everything that determines a base model: the cache key is its hash.
 #[derive(Serialize)]
 struct BaseModelKey<'a> {

@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use crate::cli::CommonArgs;
 use crate::config::RunConfig;
 use crate::result::{read_result, write_atomic};
-use crate::run::{RESULT_FILE, RunOptions, run, run_id};
+use crate::run::{RESULT_FILE, RunOptions, base_model_signature, run, run_id};
 
 /// One axis of a grid: a config field and the values it takes.
 #[derive(Clone, Debug, PartialEq)]
@@ -243,12 +243,13 @@ pub fn execute(runs: &[PlannedRun], opts: &SweepOptions) -> anyhow::Result<Sweep
         ..Default::default()
     };
     let started = Instant::now();
-    let mut spent = 0.0f64;
+    let mut eta = Eta::default();
     let quiet = opts.progress == muq_resnet::Progress::Silent;
     for (k, planned) in mine.iter().enumerate() {
         let dir = run_dir(&opts.out, planned);
         let tag = format!("[sweep {}/{}] {}", k + 1, mine.len(), planned.name);
         if is_finished(&opts.out, planned) {
+            eta.model_trained(&planned.config);
             outcome.skipped += 1;
             if !quiet {
                 eprintln!("{tag}: finished earlier, skipped");
@@ -268,29 +269,32 @@ pub fn execute(runs: &[PlannedRun], opts: &SweepOptions) -> anyhow::Result<Sweep
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         crate::result::write_json(&dir.join("config.json"), &planned.config)?;
-        match run(&planned.config, &run_opts) {
-            Ok(_) => {
+        let result = run(&planned.config, &run_opts);
+        let seconds = t.elapsed().as_secs_f64();
+        match result {
+            Ok(r) => {
                 outcome.completed += 1;
+                let trained = (!r.timings.base_model_cached).then_some(r.timings.base_model_s);
+                eta.record(seconds, trained);
+                eta.model_trained(&planned.config);
                 let _ = std::fs::remove_file(dir.join("error.txt"));
             }
             Err(e) => {
                 outcome.failed += 1;
+                eta.record(seconds, None);
                 let msg = format!("{e:#}\n");
                 write_atomic(&dir.join("error.txt"), msg.as_bytes())?;
                 eprintln!("{tag}: FAILED: {e:#}");
             }
         }
-        spent += t.elapsed().as_secs_f64();
-        let done_now = outcome.completed + outcome.failed;
-        let left = mine.len() - k - 1;
+        let rest = &mine[k + 1..];
         if !quiet {
-            let eta = spent / done_now as f64 * left as f64;
             eprintln!(
-                "{tag}: done in {:.0} s; {} of {} runs finished, {left} to go, ETA {}",
-                t.elapsed().as_secs_f64(),
+                "{tag}: done in {seconds:.0} s; {} of {} runs finished, {} to go, ETA {}",
                 outcome.completed + outcome.skipped,
                 mine.len(),
-                format_duration(eta)
+                rest.len(),
+                format_duration(eta.remaining(rest.iter().map(|r| &r.config)))
             );
         }
     }
@@ -304,6 +308,58 @@ pub fn execute(runs: &[PlannedRun], opts: &SweepOptions) -> anyhow::Result<Sweep
         );
     }
     Ok(outcome)
+}
+
+/// The time a sweep has left, from the runs done so far: each remaining run
+/// costs the mean time of a run without its base-model training, plus the
+/// mean training time once for every base model not yet trained (runs that
+/// share one — the `original` protocol's modalities — train it once).
+#[derive(Debug, Default)]
+struct Eta {
+    /// Wall seconds of each run done now, its base-model training excluded.
+    other: Vec<f64>,
+    /// Seconds of each base-model training done now.
+    training: Vec<f64>,
+    /// Signatures of the base models already trained (or cached).
+    trained: std::collections::BTreeSet<String>,
+}
+
+impl Eta {
+    /// A run took `seconds`, `trained` of them training its base model.
+    fn record(&mut self, seconds: f64, trained: Option<f64>) {
+        let t = trained.unwrap_or(0.0);
+        self.other.push((seconds - t).max(0.0));
+        if let Some(t) = trained {
+            self.training.push(t);
+        }
+    }
+
+    /// The base model of `cfg` exists now.
+    fn model_trained(&mut self, cfg: &RunConfig) {
+        self.trained.insert(base_model_signature(cfg));
+    }
+
+    /// Seconds the runs `rest` should take.
+    fn remaining<'a>(&self, rest: impl Iterator<Item = &'a RunConfig>) -> f64 {
+        let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+        let mut to_train = std::collections::BTreeSet::new();
+        let mut runs = 0usize;
+        for cfg in rest {
+            runs += 1;
+            let sig = base_model_signature(cfg);
+            if !self.trained.contains(&sig) {
+                to_train.insert(sig);
+            }
+        }
+        // No training measured yet (every model came from the cache): a
+        // whole run is the best guess for one.
+        let per_training = if self.training.is_empty() {
+            mean(&self.other)
+        } else {
+            mean(&self.training)
+        };
+        runs as f64 * mean(&self.other) + to_train.len() as f64 * per_training
+    }
 }
 
 fn format_duration(s: f64) -> String {
@@ -546,6 +602,45 @@ mod tests {
         for bad in ["4/4", "1/0", "x/2", "3"] {
             assert!(bad.parse::<Shard>().is_err(), "{bad}");
         }
+    }
+
+    /// The `original` grid (models trained on clean data, shared by the
+    /// three modalities of a seed) and the `paper` grid (one model a run).
+    #[test]
+    fn eta_counts_each_base_model_once() {
+        let grid = |name: &str| -> Vec<RunConfig> {
+            expand(&preset(name).unwrap())
+                .unwrap()
+                .into_iter()
+                .map(|r| r.config)
+                .collect()
+        };
+        let original = grid("original");
+        assert_eq!(original.len(), 9);
+        let mut eta = Eta::default();
+        // The first run: 100 s of training, 10 s of the rest.
+        eta.record(110.0, Some(100.0));
+        eta.model_trained(&original[0]);
+        // Runs 2..9 are random s101, s102, then noise and label × 3 seeds:
+        // two more models to train, eight runs' other work.
+        assert_eq!(
+            eta.remaining(original[1..].iter()),
+            8.0 * 10.0 + 2.0 * 100.0
+        );
+        // Once every seed's model exists, only the other work is left.
+        eta.model_trained(&original[1]);
+        eta.model_trained(&original[2]);
+        assert_eq!(eta.remaining(original[3..].iter()), 6.0 * 10.0);
+
+        let paper = grid("paper");
+        let mut eta = Eta::default();
+        eta.record(110.0, Some(100.0));
+        eta.model_trained(&paper[0]);
+        // Trained on modified data: every run has a model of its own.
+        assert_eq!(eta.remaining(paper[1..].iter()), 8.0 * 110.0);
+        // A failed run counts as other work only.
+        eta.record(30.0, None);
+        assert_eq!(eta.remaining(paper[2..].iter()), 7.0 * 20.0 + 7.0 * 100.0);
     }
 
     #[test]
