@@ -1013,16 +1013,12 @@ fn render_group(w: &mut String, report: &Report, g: &Group) {
 
     if !g.training.is_empty() {
         let models = g.training[0].accuracy.n;
-        let _ = writeln!(
-            w,
-            "### Base-model training
-"
-        );
+        let _ = writeln!(w, "### Base-model training\n");
         let _ = writeln!(
             w,
             "Per epoch, over the group's {models} distinct base model(s) (runs that share a \
-             cached model count once): training-mode loss and accuracy, wall time; beside the \
-             training accuracy the original study's log reached (about, read off its log).\n"
+             cached model count once): training-mode loss and accuracy and wall time, beside the \
+             training accuracy the original study's log shows (approximate).\n"
         );
         let _ = writeln!(
             w,
