@@ -10,6 +10,9 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+#[cfg(test)]
+mod tidy;
+
 /// The official archive and its published MD5
 /// (<https://www.cs.toronto.edu/~kriz/cifar.html>).
 const CIFAR_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
