@@ -60,34 +60,23 @@ impl FromStr for ModalityKind {
     }
 }
 
-fn default_remove_prop() -> f64 {
-    ModalityConfig::DEFAULT_REMOVE_PROP
-}
-fn default_pool_prop() -> f64 {
-    ModalityConfig::DEFAULT_POOL_PROP
-}
-fn default_sigma() -> f32 {
-    ModalityConfig::DEFAULT_SIGMA
-}
-
 /// The parameters of a modality.
 ///
-/// When deserialised, missing `remove_prop`, `pool_prop` and `sigma` take
-/// their defaults.
+/// When deserialised, missing fields take their defaults (`kind` =
+/// `random`) and an unknown field is an error naming it, so a typo such as
+/// `remove_propp` cannot pass silently.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ModalityConfig {
     /// Which modality.
     pub kind: ModalityKind,
     /// Fraction of the training set forgotten, in (0, 1]; default 0.05.
-    #[serde(default = "default_remove_prop")]
     pub remove_prop: f64,
     /// Fraction of the training set corrupted (noise, label), in (0, 1];
     /// default 0.20. Unused by `random`, but still validated.
-    #[serde(default = "default_pool_prop")]
     pub pool_prop: f64,
     /// Standard deviation of the noise in normalised space, finite and ≥ 0;
     /// default 0.2. Used by `noise` only, but still validated.
-    #[serde(default = "default_sigma")]
     pub sigma: f32,
 }
 
@@ -123,30 +112,15 @@ impl ModalityConfig {
         }
     }
 
-    /// Checks the configuration against a training set of `n_train` images.
+    /// Checks the configuration against a training set of `n_train` images:
+    /// [`validate_values`](Self::validate_values), then the sizes.
     ///
     /// # Errors
     /// [`DataError::InvalidConfig`] naming the field if a proportion is not in
     /// (0, 1], `sigma` is negative or not finite, the forget set would be
     /// empty, or (noise, label) the forget set would be larger than the pool.
     pub fn validate(&self, n_train: usize) -> Result<()> {
-        for (field, p) in [
-            ("remove_prop", self.remove_prop),
-            ("pool_prop", self.pool_prop),
-        ] {
-            if !(p > 0.0 && p <= 1.0) {
-                return Err(DataError::InvalidConfig {
-                    field,
-                    reason: format!("{p} is not a proportion in (0, 1]"),
-                });
-            }
-        }
-        if !(self.sigma.is_finite() && self.sigma >= 0.0) {
-            return Err(DataError::InvalidConfig {
-                field: "sigma",
-                reason: format!("{} is not a finite standard deviation >= 0", self.sigma),
-            });
-        }
+        self.validate_values()?;
         let forget = self.forget_size(n_train);
         if forget == 0 {
             return Err(DataError::InvalidConfig {
@@ -167,6 +141,33 @@ impl ModalityConfig {
                      only {pool} (pool_prop {}); make remove_prop <= pool_prop",
                     self.kind, self.remove_prop, self.pool_prop
                 ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks what needs no data: the proportions are in (0, 1] and `sigma`
+    /// is finite and ≥ 0. The forget-set and pool sizes need the
+    /// training-set size: [`validate`](Self::validate).
+    ///
+    /// # Errors
+    /// [`DataError::InvalidConfig`] naming the field.
+    pub fn validate_values(&self) -> Result<()> {
+        for (field, p) in [
+            ("remove_prop", self.remove_prop),
+            ("pool_prop", self.pool_prop),
+        ] {
+            if !(p > 0.0 && p <= 1.0) {
+                return Err(DataError::InvalidConfig {
+                    field,
+                    reason: format!("{p} is not a proportion in (0, 1]"),
+                });
+            }
+        }
+        if !(self.sigma.is_finite() && self.sigma >= 0.0) {
+            return Err(DataError::InvalidConfig {
+                field: "sigma",
+                reason: format!("{} is not a finite standard deviation >= 0", self.sigma),
             });
         }
         Ok(())

@@ -343,6 +343,11 @@ impl RunConfig {
             })
         };
         self.model.validate().map_err(|e| prefixed("model", e))?;
+        if let Err(muq_data::DataError::InvalidConfig { field, reason }) =
+            self.modality.validate_values()
+        {
+            return invalid(&format!("modality.{field}"), reason);
+        }
         self.train
             .config()
             .validate()

@@ -152,12 +152,17 @@ fn first_order_raises_the_forget_loss_and_the_cache_is_reused() {
 fn config_errors_name_the_field_before_anything_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = dataset(tmp.path());
+    // Each error must say what is wrong, not just echo the override.
     for (set, needle) in [
-        ("train.epoch=3", "epoch"),
-        ("modality.remove_prop=1.5", "remove_prop"),
-        ("modality.kind=blur", "blur"),
-        ("eval.bins=0", "eval.bins"),
-        ("train.on=modified", "train.on"),
+        ("train.epoch=3", "unknown field `epoch`"),
+        (
+            "modality.remove_prop=1.5",
+            "1.5 is not a proportion in (0, 1]",
+        ),
+        ("modality.remove_propp=0.1", "unknown field `remove_propp`"),
+        ("modality.kind=blur", "unknown variant `blur`"),
+        ("eval.bins=0", "`eval.bins`: must be at least 1"),
+        ("train.on=modified", "trains on clean data; drop train.on"),
     ] {
         let mut cmd = muq();
         cmd.args(["run", "--quiet", "--set", set])
