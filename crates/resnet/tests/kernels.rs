@@ -25,7 +25,7 @@ mod common;
 
 use std::sync::Arc;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use common::synthetic_train;
 use muq_data::{Dataset, Normalization, rng, stratified_sample};
 use muq_resnet::{
@@ -33,21 +33,27 @@ use muq_resnet::{
     Sgd, SgdConfig, cross_entropy_sum, grad_sum, logits,
 };
 
-/// Per-step mean losses of `steps` SGD steps in training mode over
-/// consecutive batches of `idx` (wrapping), as `muq_resnet::train` takes
-/// them; and the trained model.
-fn loss_curve(
-    kernels: Kernels,
-    width: usize,
-    data: &Dataset,
-    idx: &[usize],
-    batch: usize,
-    steps: usize,
-) -> (Vec<f32>, ResNet) {
-    loss_curve_from(7, kernels, width, data, idx, batch, steps)
+/// A width-`width` ResNet-18 initialised from init stream `seed`, with its
+/// config.
+fn fresh_model(width: usize, seed: u64) -> (ResNetConfig, ResNet) {
+    let cfg = ResNetConfig {
+        width,
+        ..Default::default()
+    };
+    let model = ResNet::new(&cfg, &mut rng::stream(seed, rng::INIT), &Device::Cpu).unwrap();
+    (cfg, model)
 }
 
-/// [`loss_curve`] from init stream `seed`.
+/// Step `step`'s batch: consecutive slices of `idx`, wrapping round.
+fn batch_at(data: &Dataset, idx: &[usize], step: usize, batch: usize) -> (Tensor, Tensor) {
+    let start = (step * batch) % (idx.len() - batch + 1);
+    data.batch(&idx[start..start + batch], &Device::Cpu)
+        .unwrap()
+}
+
+/// Per-step mean losses of `steps` SGD steps in training mode over
+/// consecutive batches of `idx` (wrapping), as `muq_resnet::train` takes
+/// them, from init stream `seed`; and the trained model.
 fn loss_curve_from(
     seed: u64,
     kernels: Kernels,
@@ -57,21 +63,14 @@ fn loss_curve_from(
     batch: usize,
     steps: usize,
 ) -> (Vec<f32>, ResNet) {
-    let cfg = ResNetConfig {
-        width,
-        ..Default::default()
-    };
-    let mut model = ResNet::new(&cfg, &mut rng::stream(seed, rng::INIT), &Device::Cpu).unwrap();
+    let (_, mut model) = fresh_model(width, seed);
     model.set_kernels(kernels);
     let mut opt = Sgd::new(SgdConfig::default()).unwrap();
     let vars: Vec<_> = model.trainable().map(|p| p.var.clone()).collect();
     let refs: Vec<_> = vars.iter().collect();
     let mut losses = Vec::with_capacity(steps);
     for step in 0..steps {
-        let start = (step * batch) % (idx.len() - batch + 1);
-        let (x, y) = data
-            .batch(&idx[start..start + batch], &Device::Cpu)
-            .unwrap();
+        let (x, y) = batch_at(data, idx, step, batch);
         let out = model.forward(&x, BnMode::Train, None).unwrap();
         let loss = (cross_entropy_sum(&out, &y).unwrap() / batch as f64).unwrap();
         let grads = Gradients::from_store(&model, &loss.backward().unwrap()).unwrap();
@@ -136,20 +135,13 @@ fn teacher_forced(
     batch: usize,
     steps: usize,
 ) -> Vec<Forced> {
-    let cfg = ResNetConfig {
-        width,
-        ..Default::default()
-    };
-    let mut model = ResNet::new(&cfg, &mut rng::stream(3, rng::INIT), &Device::Cpu).unwrap();
+    let (cfg, mut model) = fresh_model(width, 3);
     let mut opt = Sgd::new(SgdConfig::default()).unwrap();
     let vars: Vec<_> = model.trainable().map(|p| p.var.clone()).collect();
     let refs: Vec<_> = vars.iter().collect();
     let mut out = Vec::with_capacity(steps);
     for step in 0..steps {
-        let start = (step * batch) % (idx.len() - batch + 1);
-        let (x, y) = data
-            .batch(&idx[start..start + batch], &Device::Cpu)
-            .unwrap();
+        let (x, y) = batch_at(data, idx, step, batch);
         // The muq pass first; then the weights and running statistics are
         // restored and the stock pass, which the run continues from, runs.
         let saved = ResNet::from_tensors(&cfg, &model.state_dict().unwrap(), &Device::Cpu).unwrap();
@@ -202,8 +194,8 @@ fn muq_kernels_match_stock_at_every_step_of_a_stock_run() {
 #[test]
 fn muq_kernels_follow_the_stock_loss_curve_on_synthetic_data() {
     let (ds, idx) = synthetic_train(256, 11);
-    let (stock, m_stock) = loss_curve(Kernels::Stock, 8, &ds, &idx, 32, 12);
-    let (muq, m_muq) = loss_curve(Kernels::Muq, 8, &ds, &idx, 32, 12);
+    let (stock, m_stock) = loss_curve_from(7, Kernels::Stock, 8, &ds, &idx, 32, 12);
+    let (muq, m_muq) = loss_curve_from(7, Kernels::Muq, 8, &ds, &idx, 32, 12);
     assert_curves_agree(&stock, &muq, 0.05);
     for c in [&stock, &muq] {
         let (head, tail) = (c[..3].iter().sum::<f32>(), c[9..].iter().sum::<f32>());
