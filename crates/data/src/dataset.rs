@@ -121,6 +121,37 @@ impl Dataset {
         (s != u32::MAX).then(|| &t.data[s as usize * IMAGE_BYTES..(s as usize + 1) * IMAGE_BYTES])
     }
 
+    /// SHA-256 (lower-case hex) of everything a model sees of this dataset:
+    /// the image bytes, the labels it trains or is evaluated with, the fixed
+    /// noise (each noisy image's index and values) and the normalisation.
+    ///
+    /// Two datasets with equal checksums give the same batches bit for bit;
+    /// a modification that changes nothing (the `random` modality, which
+    /// overrides no label and adds no noise) leaves it equal to the clean
+    /// dataset's. Base-model caches key on it.
+    pub fn checksum(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.images.images());
+        h.update((self.labels.len() as u64).to_le_bytes());
+        h.update(&self.labels);
+        for v in self.norm.mean.iter().chain(&self.norm.std) {
+            h.update(v.to_le_bytes());
+        }
+        if let Some(t) = &self.noise {
+            for (i, &s) in t.slot.iter().enumerate() {
+                if s != u32::MAX {
+                    h.update((i as u64).to_le_bytes());
+                    let at = s as usize * IMAGE_BYTES;
+                    for z in &t.data[at..at + IMAGE_BYTES] {
+                        h.update(z.to_le_bytes());
+                    }
+                }
+            }
+        }
+        crate::hex(&h.finalize())
+    }
+
     fn noisy_count(&self) -> usize {
         self.noise
             .as_ref()

@@ -283,3 +283,44 @@ fn synthetic_classes_are_learnable() {
     eprintln!("nearest-centroid accuracy on synthetic data: {acc:.3}");
     assert!(acc > 0.5, "accuracy {acc}");
 }
+
+/// The checksum is what base-model caches key on: a modification that
+/// changes nothing (random) leaves it equal to the clean dataset's, and any
+/// real change (a label, the noise, another seed's noise, the images) moves it.
+#[test]
+fn checksum_follows_the_data_a_model_sees() {
+    use muq_data::{ModalityConfig, ModalityKind, Modification};
+    let data = synthetic::generate(200, 0, 5);
+    let set = Arc::new(data.train);
+    let norm = Normalization::CIFAR10;
+    let clean = Dataset::clean(set.clone(), norm);
+    let modified = |kind, seed| {
+        let m = Modification::draw(&ModalityConfig::new(kind), &set, seed).unwrap();
+        Dataset::modified(set.clone(), &m, norm)
+    };
+    assert_eq!(
+        clean.checksum(),
+        Dataset::clean(set.clone(), norm).checksum()
+    );
+    assert_eq!(
+        modified(ModalityKind::Random, 1).checksum(),
+        clean.checksum(),
+        "random forgetting changes no training data"
+    );
+    let noise = modified(ModalityKind::Noise, 1).checksum();
+    let label = modified(ModalityKind::Label, 1).checksum();
+    for other in [&noise, &label] {
+        assert_ne!(other, &clean.checksum());
+    }
+    assert_ne!(noise, label);
+    assert_ne!(noise, modified(ModalityKind::Noise, 2).checksum());
+    assert_ne!(label, modified(ModalityKind::Label, 2).checksum());
+    let mut other_norm = norm;
+    other_norm.mean[0] += 0.01;
+    assert_ne!(
+        Dataset::clean(set.clone(), other_norm).checksum(),
+        clean.checksum()
+    );
+    let fewer = Arc::new(set.subset(&(0..199).collect::<Vec<_>>()));
+    assert_ne!(Dataset::clean(fewer, norm).checksum(), clean.checksum());
+}

@@ -24,6 +24,12 @@ pub struct DataInfo {
     pub test_checksum: String,
     /// SHA-256 of the drawn modification (pool, forget set, corruptions).
     pub modification_checksum: String,
+    /// [`muq_data::Dataset::checksum`] of the data the base model trained
+    /// on (the base-model cache keys on it; equal to the clean data's when
+    /// the modality changes nothing). Empty in results written before it
+    /// was recorded.
+    #[serde(default)]
+    pub trained_checksum: String,
     /// Training images used.
     pub n_train: usize,
     /// Calibration-half size.
@@ -53,6 +59,12 @@ pub struct Provenance {
     pub candle_version: String,
     /// The device, e.g. `cpu` or `cuda:0`.
     pub device: String,
+    /// What computed: the kernels and CPU instruction-set level, e.g.
+    /// `muq/x86-64-v4` ([`muq_resnet::kernels::compute_path`]); runs that
+    /// differ here may differ in their last bits. Empty in results written
+    /// before it was recorded.
+    #[serde(default)]
+    pub compute: String,
     /// Seconds since the Unix epoch when the run started.
     pub started_unix: u64,
 }

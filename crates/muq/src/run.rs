@@ -10,7 +10,7 @@ use candle_core::Device;
 use muq_data::{
     Dataset, ImageSet, Modification, Normalization, rng, stratified_sample, stratified_split,
 };
-use muq_resnet::{Progress, ResNet, TrainReport, checkpoint, train};
+use muq_resnet::{Kernels, Progress, ResNet, TrainReport, checkpoint, kernels, train};
 use rand::seq::index::sample;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -53,50 +53,45 @@ pub fn run_id(cfg: &RunConfig) -> String {
 
 /// The part of a config that decides its base model: runs with equal
 /// signatures on the same data train the same model (the cache key adds
-/// the data's checksums and the device). Sweeps use it to foresee which
-/// runs will find their base model in the cache.
+/// the data's checksum and what computes). Sweeps use it to foresee which
+/// runs will find their base model in the cache: a model trained on data
+/// the modality leaves unchanged (`random`) is the clean model of its seed.
 pub fn base_model_signature(cfg: &RunConfig) -> String {
     #[derive(Serialize)]
     struct Signature<'a> {
         seed: u64,
         train_subset: usize,
-        /// Only when the model trains on modified data.
+        /// Only when the model trains on data the modality changes.
         modality: Option<&'a muq_data::ModalityConfig>,
         model: &'a muq_resnet::ResNetConfig,
         train: muq_resnet::TrainConfig,
     }
+    let changes_data = cfg.modality.kind != muq_data::ModalityKind::Random;
     stable_id(&Signature {
         seed: cfg.seed,
         train_subset: cfg.data.train_subset,
-        modality: (cfg.train_on() == TrainOn::Modified).then_some(&cfg.modality),
+        modality: (cfg.train_on() == TrainOn::Modified && changes_data).then_some(&cfg.modality),
         model: &cfg.model,
         train: cfg.train.config(),
     })
 }
 
-/// Everything that determines a base model: the cache key is its hash.
+/// Everything that determines a base model's bits: the cache key is its
+/// hash. Two trainings share an entry exactly when they see the same data
+/// (so `random` forgetting under the corrected protocol, whose training
+/// data are unmodified, shares the `original` protocol's clean model) with
+/// the same architecture, schedule, seed and compute path.
 #[derive(Serialize)]
 struct BaseModelKey<'a> {
-    train_checksum: &'a str,
-    train_indices: &'a str,
-    /// Only when the model trains on modified data.
-    modification: Option<&'a str>,
+    /// [`muq_data::Dataset::checksum`] of the data trained on: images,
+    /// labels as trained, noise, normalisation.
+    trained_data: &'a str,
     model: &'a muq_resnet::ResNetConfig,
     train: &'a muq_resnet::TrainConfig,
     seed: u64,
     device: String,
-}
-
-fn checksum_indices(idx: &[usize]) -> String {
-    let mut h = Sha256::new();
-    for i in idx {
-        h.update((*i as u64).to_le_bytes());
-    }
-    h.finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    /// [`muq_resnet::kernels::compute_path`]: kernels and CPU level.
+    compute: &'a str,
 }
 
 fn subset(
@@ -125,6 +120,9 @@ fn subset(
 /// Runs `cfg` and writes `result.json` into `opts.out_dir`, returning it.
 pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
     cfg.validate()?;
+    let kernels = Kernels::try_from_env()
+        .map_err(|e| anyhow::anyhow!("environment variable {}: {e}", kernels::KERNELS_ENV))?;
+    let compute = kernels::compute_path(kernels, &opts.device);
     let started = Instant::now();
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -141,8 +139,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
         .with_context(|| format!("loading CIFAR-10 from {}", opts.data_dir.display()))?;
     let train_checksum = data.train.checksum();
     let test_checksum = data.test.checksum();
-    let (train_set, train_idx) =
-        subset(data.train, cfg.data.train_subset, seed, "data.train_subset")?;
+    let (train_set, _) = subset(data.train, cfg.data.train_subset, seed, "data.train_subset")?;
     let (test_set, _) = subset(data.test, cfg.data.test_subset, seed, "data.test_subset")?;
     cfg.modality
         .validate(train_set.len())
@@ -162,8 +159,9 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
     let retain_eval = retain_sample(&modification.retain, cfg.data.retain_eval, seed);
     let data_info = DataInfo {
         dir: opts.data_dir.display().to_string(),
-        train_checksum: train_checksum.clone(),
+        train_checksum,
         test_checksum,
+        trained_checksum: trained_on.checksum(),
         modification_checksum: modification.checksum(),
         n_train: train_images.len(),
         n_calibration: cal_idx.len(),
@@ -195,16 +193,14 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
     let train_config = cfg.train.config();
     let t = Instant::now();
     let key = BaseModelKey {
-        train_checksum: &train_checksum,
-        train_indices: &checksum_indices(&train_idx),
-        modification: (train_on == TrainOn::Modified)
-            .then_some(data_info.modification_checksum.as_str()),
+        trained_data: &data_info.trained_checksum,
         model: &cfg.model,
         train: &train_config,
         seed,
         device: device::describe(&opts.device),
+        compute: &compute,
     };
-    let (model, training, cached) = base_model(cfg, &key, trained_on, opts, &say)?;
+    let (model, training, cached) = base_model(cfg, &key, kernels, trained_on, opts, &say)?;
     timings.base_model_s = t.elapsed().as_secs_f64();
     timings.base_model_cached = cached;
 
@@ -293,6 +289,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
             muq_version: env!("CARGO_PKG_VERSION").to_string(),
             candle_version: candle_version().to_string(),
             device: device::describe(&opts.device),
+            compute,
             started_unix,
         },
         timings,
@@ -318,6 +315,7 @@ fn candle_version() -> &'static str {
 fn base_model(
     cfg: &RunConfig,
     key: &BaseModelKey<'_>,
+    kernels: Kernels,
     trained_on: &Dataset,
     opts: &RunOptions,
     say: &dyn Fn(String),
@@ -327,8 +325,9 @@ fn base_model(
     let ckpt = dir.join("model.safetensors");
     let log = dir.join("training.json");
     if ckpt.exists() && log.exists() {
-        let model = checkpoint::load(&ckpt, &cfg.model, &opts.device)
+        let mut model = checkpoint::load(&ckpt, &cfg.model, &opts.device)
             .with_context(|| format!("loading the cached base model {}", ckpt.display()))?;
+        model.set_kernels(kernels);
         let report: TrainReport = serde_json::from_slice(&std::fs::read(&log)?)
             .with_context(|| format!("reading {}", log.display()))?;
         say(format!("base model from the cache: {}", dir.display()));
@@ -340,11 +339,12 @@ fn base_model(
         cfg.train.epochs,
         trained_on.len()
     ));
-    let model = ResNet::new(
+    let mut model = ResNet::new(
         &cfg.model,
         &mut rng::stream(cfg.seed, rng::INIT),
         &opts.device,
     )?;
+    model.set_kernels(kernels);
     let all: Vec<usize> = (0..trained_on.len()).collect();
     let report = train(
         &model,

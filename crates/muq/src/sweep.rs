@@ -49,7 +49,7 @@ pub struct SweepSpec {
     pub overrides: Vec<String>,
     /// Grid axes, outermost first.
     pub axes: Vec<Axis>,
-    /// Run seeds (innermost).
+    /// Run seeds (outermost: one seed's whole grid runs before the next).
     pub seeds: Vec<u64>,
 }
 
@@ -114,8 +114,9 @@ pub fn preset(name: &str) -> anyhow::Result<SweepSpec> {
     })
 }
 
-/// Expands a spec into runs, outermost axis first, seeds innermost; every
-/// config is validated before anything runs.
+/// Expands a spec into runs: seeds outermost (every grid point of the first
+/// seed, then of the next), then the axes, outermost first; every config is
+/// validated before anything runs.
 pub fn expand(spec: &SweepSpec) -> anyhow::Result<Vec<PlannedRun>> {
     if spec.seeds.is_empty() {
         bail!("a sweep needs at least one seed");
@@ -134,8 +135,10 @@ pub fn expand(spec: &SweepSpec) -> anyhow::Result<Vec<PlannedRun>> {
             .collect();
     }
     let mut runs = Vec::new();
-    for combo in combos {
-        for &seed in &spec.seeds {
+    // Seeds outermost: the first seed of every grid point finishes before
+    // the second starts, so a long sweep has a one-seed comparison early.
+    for &seed in &spec.seeds {
+        for combo in &combos {
             let mut overrides = spec.overrides.clone();
             overrides.extend(combo.iter().cloned());
             overrides.push(format!("seed={seed}"));

@@ -29,7 +29,13 @@ const SMALL: &[&str] = &[
 ];
 
 fn run(data_dir: &Path, out: &Path, extra: &[&str]) -> RunResult {
+    run_with(data_dir, out, extra, &[])
+}
+
+/// [`run`] with environment variables set for the process.
+fn run_with(data_dir: &Path, out: &Path, extra: &[&str], env: &[(&str, &str)]) -> RunResult {
     let mut cmd = muq();
+    cmd.env_remove("MUQ_KERNELS").envs(env.iter().copied());
     cmd.arg("run")
         .arg("--data-dir")
         .arg(data_dir)
@@ -146,6 +152,61 @@ fn first_order_raises_the_forget_loss_and_the_cache_is_reused() {
         assert_eq!((&x.name, &x.metrics), (&y.name, &y.metrics));
     }
     assert_eq!(a.run_id, b.run_id);
+}
+
+/// Base models are shared exactly when the data trained on are the same:
+/// the corrected protocol's `random` run trains on unmodified data and so
+/// finds the `original` protocol's clean model of its seed, while the
+/// modalities that change the data, another seed, or other kernels train
+/// their own. The kernels are in the provenance.
+#[test]
+fn base_models_are_shared_exactly_when_the_training_data_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = dataset(tmp.path());
+    let go = |name: &str, extra: &[&str], env: &[(&str, &str)]| {
+        run_with(&data_dir, &tmp.path().join("runs").join(name), extra, env)
+    };
+    let clean = go("original-random", &["protocol=original"], &[]);
+    assert!(!clean.timings.base_model_cached);
+    assert!(
+        clean.provenance.compute.starts_with("muq/"),
+        "{}",
+        clean.provenance.compute
+    );
+    // The other direction first: the data-changing modalities never get
+    // the clean model, under the corrected protocol.
+    for kind in ["noise", "label"] {
+        let r = go(kind, &[&format!("modality.kind={kind}")], &[]);
+        assert!(!r.timings.base_model_cached, "{kind} trained its own model");
+        assert_ne!(r.data.trained_checksum, clean.data.trained_checksum);
+    }
+    let random = go("corrected-random", &["modality.kind=random"], &[]);
+    assert_eq!(random.train_on, muq::config::TrainOn::Modified);
+    assert!(
+        random.timings.base_model_cached,
+        "random forgetting changes no training data: the clean model is reused"
+    );
+    assert_eq!(random.data.trained_checksum, clean.data.trained_checksum);
+    assert_eq!(random.training, clean.training);
+    // The original protocol's noise run trains on clean data too.
+    let noise_original = go(
+        "original-noise",
+        &["protocol=original", "modality.kind=noise"],
+        &[],
+    );
+    assert!(noise_original.timings.base_model_cached);
+    // Another seed, or other kernels, is another model.
+    assert!(!go("seed", &["seed=101"], &[]).timings.base_model_cached);
+    let stock = go("stock", &["protocol=original"], &[("MUQ_KERNELS", "stock")]);
+    assert!(
+        !stock.timings.base_model_cached,
+        "stock kernels train their own model"
+    );
+    assert!(
+        stock.provenance.compute.starts_with("stock/"),
+        "{}",
+        stock.provenance.compute
+    );
 }
 
 #[test]

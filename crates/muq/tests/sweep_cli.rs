@@ -79,10 +79,13 @@ fn grid_ids_are_stable_and_shards_partition_it() {
     assert_eq!(a, plan(&args, &[]), "same grid, same ids");
     assert_eq!(a.len(), 4);
     let names: Vec<&str> = a.iter().map(|(n, _)| n.as_str()).collect();
-    assert!(
-        names[0].starts_with("random-s1-") && names[3].starts_with("label-s2-"),
-        "{names:?}"
-    );
+    // Seeds outermost: seed 1's whole grid, then seed 2's.
+    for (name, prefix) in names
+        .iter()
+        .zip(["random-s1-", "label-s1-", "random-s2-", "label-s2-"])
+    {
+        assert!(name.starts_with(prefix), "{names:?}");
+    }
     // Another value of an unrelated setting gives other ids.
     let mut other = args.clone();
     other.extend(["--set".into(), "eval.bins=15".into()]);

@@ -62,9 +62,18 @@ impl Kernels {
     /// If `MUQ_KERNELS` holds anything but `stock` or `muq`: a typo must not
     /// silently benchmark or test the wrong path.
     pub fn from_env() -> Kernels {
+        Self::try_from_env().unwrap_or_else(|e| panic!("{KERNELS_ENV}: {e}"))
+    }
+
+    /// [`from_env`](Self::from_env) without the panic: the setting of
+    /// `MUQ_KERNELS`, [`Kernels::Muq`] when unset or empty.
+    ///
+    /// # Errors
+    /// [`UnknownKernels`] if it holds anything but `stock` or `muq`.
+    pub fn try_from_env() -> Result<Kernels, UnknownKernels> {
         match std::env::var(KERNELS_ENV) {
-            Ok(v) if !v.is_empty() => v.parse().unwrap_or_else(|e| panic!("{KERNELS_ENV}: {e}")),
-            _ => Kernels::default(),
+            Ok(v) if !v.is_empty() => v.parse(),
+            _ => Ok(Kernels::default()),
         }
     }
 }
@@ -89,6 +98,44 @@ impl FromStr for Kernels {
             "muq" => Ok(Kernels::Muq),
             _ => Err(UnknownKernels(s.to_owned())),
         }
+    }
+}
+
+/// The instruction-set level this CPU runs muq's kernels and the `gemm`
+/// crate's micro-kernels at: `x86-64-v4` (AVX-512), `x86-64-v3` (AVX2 +
+/// FMA), `x86-64` (baseline), or the architecture's name elsewhere
+/// (`aarch64`, …). Floating-point sums are ordered differently at each
+/// level, so results are bit-identical only within one.
+pub fn cpu_level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if simd::has_v4() {
+            "x86-64-v4"
+        } else if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            "x86-64-v3"
+        } else {
+            "x86-64"
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::env::consts::ARCH
+    }
+}
+
+/// What a model set to `kernels` actually computes with on `device`, as
+/// result provenance and base-model cache keys record it: the kernels
+/// that run (muq's fall back to stock off the CPU) and, on the CPU, the
+/// instruction-set level ([`cpu_level`]) — e.g. `muq/x86-64-v4`,
+/// `stock/x86-64-v3`, `stock/cuda`. Two runs that differ here may differ
+/// in their floating-point bits.
+pub fn compute_path(kernels: Kernels, device: &Device) -> String {
+    match device {
+        Device::Cpu => format!("{kernels}/{}", cpu_level()),
+        Device::Cuda(_) => "stock/cuda".to_string(),
+        Device::Metal(_) => "stock/metal".to_string(),
     }
 }
 

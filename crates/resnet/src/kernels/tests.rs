@@ -246,3 +246,29 @@ fn kernels_parse_and_print() {
     assert!(err.to_string().contains("stock"), "{err}");
     assert_eq!(Kernels::default(), Kernels::Muq);
 }
+
+#[test]
+fn compute_path_names_the_kernels_and_the_cpu_level() {
+    let level = cpu_level();
+    assert_eq!(
+        compute_path(Kernels::Muq, &Device::Cpu),
+        format!("muq/{level}")
+    );
+    assert_eq!(
+        compute_path(Kernels::Stock, &Device::Cpu),
+        format!("stock/{level}")
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        let v3 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        let expected = if simd::has_v4() {
+            "x86-64-v4"
+        } else if v3 {
+            "x86-64-v3"
+        } else {
+            "x86-64"
+        };
+        assert_eq!(level, expected);
+    }
+}
