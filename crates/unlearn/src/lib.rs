@@ -17,7 +17,12 @@
 //!   behind the [`Hvp`] trait;
 //! - **gradient ascent** on the forget set for k steps;
 //! - **fine-tune** on the retain set for k epochs;
-//! - **retrain** from scratch on the retain set — the gold standard.
+//! - **retrain** from scratch on the retain set — the gold standard;
+//! - the field's standard methods: **random labels** and **SalUn** (Fan et
+//!   al., ICLR 2024), **SCRUB** and **NegGrad+** (Kurmanji et al., NeurIPS
+//!   2023), **ℓ1-sparse** fine-tuning (Jia et al., NeurIPS 2023) and
+//!   **Fisher forgetting** (Golatkar et al., CVPR 2020), all stepping
+//!   through one masked-SGD helper.
 //!
 //! Every method leaves the input model untouched and returns a fresh model
 //! with an [`UnlearnReport`]: its [`Cost`] (seconds, per-sample gradients,
@@ -59,6 +64,7 @@
 
 mod context;
 mod error;
+mod field;
 mod hvp;
 mod jvp;
 mod method;
@@ -68,14 +74,18 @@ mod solve;
 
 pub use context::UnlearnContext;
 pub use error::{Result, UnlearnError};
+pub use field::{distill_kl, fisher_noise_variance, l1_alpha, saliency_mask};
 pub use hvp::{FiniteDiffHvp, GaussNewtonHvp, LogitModel, Objective, ResNetObjective};
 pub use method::{
-    Curvature, FineTuneConfig, FirstOrderConfig, GradientAscentConfig, Method, RetrainConfig,
-    SecondOrderConfig, Solver,
+    Curvature, FineTuneConfig, FirstOrderConfig, FisherConfig, GradientAscentConfig,
+    L1SparseConfig, Method, NegGradPlusConfig, RandomLabelConfig, RetrainConfig, SalunConfig,
+    ScrubConfig, SecondOrderConfig, Solver,
 };
 pub use methods::{HESSIAN_STREAM, hessian_sample, unlearn};
 pub use report::{
-    Cost, Diagnostics, FirstOrderDiagnostics, GradientAscentDiagnostics, SecondOrderDiagnostics,
-    TrainDiagnostics, UnlearnReport, Unlearned,
+    Cost, Diagnostics, FirstOrderDiagnostics, FisherDiagnostics, GradientAscentDiagnostics,
+    L1Epoch, L1SparseDiagnostics, MaskStats, NegGradEpoch, NegGradPlusDiagnostics,
+    RandomLabelDiagnostics, RelabelEpoch, SalunDiagnostics, ScrubDiagnostics, ScrubEpoch,
+    SecondOrderDiagnostics, TrainDiagnostics, UnlearnReport, Unlearned,
 };
 pub use solve::{Hvp, Solution, SolveOptions, SolveReport, StopReason, conjugate_gradient, lissa};

@@ -10,6 +10,7 @@ use muq_resnet::{
 use rand::Rng;
 use rand::seq::index;
 
+use crate::field;
 use crate::hvp::{FiniteDiffHvp, GaussNewtonHvp, ResNetObjective};
 use crate::report::{
     Cost, Diagnostics, FirstOrderDiagnostics, GradientAscentDiagnostics, SecondOrderDiagnostics,
@@ -50,6 +51,12 @@ pub fn unlearn(method: &Method, ctx: &UnlearnContext<'_>) -> Result<Unlearned> {
         Method::GradientAscent(c) => gradient_ascent(c, ctx)?,
         Method::FineTune(c) => fine_tune(c, ctx)?,
         Method::Retrain(_) => retrain(ctx)?,
+        Method::RandomLabel(c) => field::random_label(c, ctx)?,
+        Method::Salun(c) => field::salun(c, ctx)?,
+        Method::Scrub(c) => field::scrub(c, ctx)?,
+        Method::L1Sparse(c) => field::l1_sparse(c, ctx)?,
+        Method::NegGradPlus(c) => field::neggrad_plus(c, ctx)?,
+        Method::Fisher(c) => field::fisher(c, ctx)?,
     };
     cost.seconds = started.elapsed().as_secs_f64();
     let update_norm = model
@@ -66,10 +73,10 @@ pub fn unlearn(method: &Method, ctx: &UnlearnContext<'_>) -> Result<Unlearned> {
     })
 }
 
-type Outcome = (ResNet, Cost, Diagnostics);
+pub(crate) type Outcome = (ResNet, Cost, Diagnostics);
 
 /// A seed for a method's own streams, derived from the run seed.
-fn method_seed(seed: u64, method: &str) -> u64 {
+pub(crate) fn method_seed(seed: u64, method: &str) -> u64 {
     rng::stream(seed, &format!("unlearn/{method}")).random()
 }
 

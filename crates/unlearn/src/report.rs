@@ -35,6 +35,12 @@ impl UnlearnReport {
             Diagnostics::GradientAscent(_) => "gradient_ascent",
             Diagnostics::FineTune(_) => "fine_tune",
             Diagnostics::Retrain(_) => "retrain",
+            Diagnostics::RandomLabel(_) => "random_label",
+            Diagnostics::Salun(_) => "salun",
+            Diagnostics::Scrub(_) => "scrub",
+            Diagnostics::L1Sparse(_) => "l1_sparse",
+            Diagnostics::NegGradPlus(_) => "neggrad_plus",
+            Diagnostics::Fisher(_) => "fisher",
         }
     }
 }
@@ -73,6 +79,19 @@ pub enum Diagnostics {
     FineTune(TrainDiagnostics),
     /// Retrain.
     Retrain(TrainDiagnostics),
+    /// Random labels.
+    RandomLabel(RandomLabelDiagnostics),
+    /// SalUn.
+    Salun(SalunDiagnostics),
+    /// SCRUB.
+    Scrub(ScrubDiagnostics),
+    /// ℓ1-sparse.
+    L1Sparse(L1SparseDiagnostics),
+    /// NegGrad+.
+    #[serde(rename = "neggrad_plus")]
+    NegGradPlus(NegGradPlusDiagnostics),
+    /// Fisher forgetting.
+    Fisher(FisherDiagnostics),
 }
 
 /// Diagnostics of first-order unlearning.
@@ -140,4 +159,138 @@ pub struct TrainDiagnostics {
     pub train_seed: u64,
     /// Retained images trained on.
     pub images: usize,
+}
+
+/// One epoch of random-label training (random labels and SalUn).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RelabelEpoch {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean cross-entropy against the random labels over the forget pass,
+    /// each batch before its step.
+    pub forget_loss: f64,
+    /// Mean cross-entropy over the retain pass, each batch before its step.
+    pub retain_loss: f64,
+    /// Optimiser steps taken (forget and retain batches).
+    pub steps: usize,
+}
+
+/// Diagnostics of random-label unlearning.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RandomLabelDiagnostics {
+    /// One entry per epoch.
+    pub epochs: Vec<RelabelEpoch>,
+    /// Forget images whose random label equalled their own label (the
+    /// reference draws from all classes).
+    pub labels_unchanged: usize,
+}
+
+/// The SalUn saliency mask, as measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MaskStats {
+    /// Weights with mask 1 (`⌊fraction·total⌋`).
+    pub kept: usize,
+    /// Trainable weights in all.
+    pub total: usize,
+    /// The smallest saliency kept.
+    pub threshold: f64,
+    /// Mean cross-entropy over the forget set during the saliency pass.
+    pub forget_loss: f64,
+    /// `‖g‖` of the saliency gradient.
+    pub grad_norm: f64,
+}
+
+/// Diagnostics of SalUn.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SalunDiagnostics {
+    /// The mask.
+    pub mask: MaskStats,
+    /// The masked random-label training.
+    pub training: RandomLabelDiagnostics,
+}
+
+/// One SCRUB epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScrubEpoch {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean forget-set KL(teacher ‖ student) over the max pass, each batch
+    /// before its step; `None` after `msteps`.
+    pub max_kl: Option<f64>,
+    /// Mean retain cross-entropy over the min pass.
+    pub min_ce: f64,
+    /// Mean retain KL over the min pass.
+    pub min_kl: f64,
+    /// Max steps taken.
+    pub max_steps: usize,
+    /// Min steps taken.
+    pub min_steps: usize,
+}
+
+/// Diagnostics of SCRUB.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScrubDiagnostics {
+    /// One entry per epoch.
+    pub epochs: Vec<ScrubEpoch>,
+}
+
+/// One ℓ1-sparse epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct L1Epoch {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// The ℓ1 weight α_e used.
+    pub alpha: f64,
+    /// Mean retain cross-entropy, each batch before its step.
+    pub ce: f64,
+    /// `‖θ‖₁` over the trainable parameters at the end of the epoch.
+    pub l1_norm: f64,
+    /// Optimiser steps taken.
+    pub steps: usize,
+}
+
+/// Diagnostics of ℓ1-sparse unlearning.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct L1SparseDiagnostics {
+    /// `‖θ‖₁` of the model before unlearning.
+    pub l1_norm_before: f64,
+    /// One entry per epoch.
+    pub epochs: Vec<L1Epoch>,
+}
+
+/// One NegGrad+ epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NegGradEpoch {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean retain cross-entropy, each batch before its step.
+    pub retain_loss: f64,
+    /// Mean forget cross-entropy, each batch before its step.
+    pub forget_loss: f64,
+    /// Optimiser steps taken (one per retain batch).
+    pub steps: usize,
+}
+
+/// Diagnostics of NegGrad+.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NegGradPlusDiagnostics {
+    /// One entry per epoch.
+    pub epochs: Vec<NegGradEpoch>,
+    /// Passes over the forget set begun.
+    pub forget_passes: usize,
+}
+
+/// Diagnostics of Fisher forgetting.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FisherDiagnostics {
+    /// Retained images the Fisher was taken over.
+    pub samples: usize,
+    /// Noise scale α.
+    pub alpha: f64,
+    /// Mean of the diagonal Fisher over all trainable weights.
+    pub fisher_mean: f64,
+    /// Mean noise standard deviation `√v` over all trainable weights.
+    pub noise_std_mean: f64,
+    /// Largest noise standard deviation.
+    pub noise_std_max: f64,
 }
