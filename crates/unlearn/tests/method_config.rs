@@ -229,3 +229,157 @@ fn validation_names_the_bad_field() {
     .validate()
     .unwrap();
 }
+
+/// Every setting of the field's methods, set impossibly in a config entry,
+/// is rejected naming that field.
+#[test]
+fn field_method_settings_are_validated_by_name() {
+    let cases = [
+        (r#"{"method": "random_label", "epochs": 0}"#, "epochs"),
+        (r#"{"method": "random_label", "lr": 0}"#, "lr"),
+        (r#"{"method": "random_label", "momentum": 1}"#, "momentum"),
+        (
+            r#"{"method": "random_label", "weight_decay": -1}"#,
+            "weight_decay",
+        ),
+        (
+            r#"{"method": "random_label", "batch_size": 1}"#,
+            "batch_size",
+        ),
+        (r#"{"method": "random_label", "name": "original"}"#, "name"),
+        (
+            r#"{"method": "salun", "mask_fraction": 0}"#,
+            "mask_fraction",
+        ),
+        (
+            r#"{"method": "salun", "mask_fraction": 1.5}"#,
+            "mask_fraction",
+        ),
+        (r#"{"method": "salun", "epochs": 0}"#, "epochs"),
+        (r#"{"method": "salun", "lr": -0.1}"#, "lr"),
+        (r#"{"method": "salun", "batch_size": 0}"#, "batch_size"),
+        (r#"{"method": "scrub", "epochs": 0, "msteps": 0}"#, "epochs"),
+        (r#"{"method": "scrub", "msteps": 4}"#, "msteps"),
+        (r#"{"method": "scrub", "kd_t": 0}"#, "kd_t"),
+        (r#"{"method": "scrub", "ce_weight": -1}"#, "ce_weight"),
+        (r#"{"method": "scrub", "kl_weight": -0.5}"#, "kl_weight"),
+        (
+            r#"{"method": "scrub", "forget_batch_size": 1}"#,
+            "forget_batch_size",
+        ),
+        (r#"{"method": "scrub", "batch_size": 1}"#, "batch_size"),
+        (r#"{"method": "scrub", "momentum": -0.1}"#, "momentum"),
+        (r#"{"method": "l1_sparse", "alpha": -1e-4}"#, "alpha"),
+        (
+            r#"{"method": "l1_sparse", "no_l1_epochs": 11}"#,
+            "no_l1_epochs",
+        ),
+        (r#"{"method": "l1_sparse", "epochs": 0}"#, "epochs"),
+        (
+            r#"{"method": "l1_sparse", "weight_decay": -1}"#,
+            "weight_decay",
+        ),
+        (r#"{"method": "neggrad_plus", "alpha": 1}"#, "alpha"),
+        (r#"{"method": "neggrad_plus", "alpha": 0}"#, "alpha"),
+        (r#"{"method": "neggrad_plus", "epochs": 0}"#, "epochs"),
+        (
+            r#"{"method": "neggrad_plus", "batch_size": 1}"#,
+            "batch_size",
+        ),
+        (
+            r#"{"method": "neggrad_plus", "forget_batch_size": 1}"#,
+            "forget_batch_size",
+        ),
+        (r#"{"method": "neggrad_plus", "lr": 0}"#, "lr"),
+        (r#"{"method": "fisher", "alpha": 0}"#, "alpha"),
+        (r#"{"method": "fisher", "name": "a b"}"#, "name"),
+    ];
+    for (json, field) in cases {
+        let m = parse(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+        let method = m.short_name();
+        let msg = m.validate().unwrap_err().to_string();
+        assert!(msg.contains(field), "{json}: {msg}");
+        assert_eq!(field_of(m), (method, field), "{json}");
+    }
+    // Unknown settings of the new methods name themselves.
+    for (json, word) in [
+        (r#"{"method": "scrub", "T": 4}"#, "T"),
+        (r#"{"method": "salun", "threshold": 0.5}"#, "threshold"),
+        (r#"{"method": "fisher", "lr": 0.1}"#, "lr"),
+    ] {
+        let err = parse(json).unwrap_err().to_string();
+        assert!(err.contains(word), "{err}");
+    }
+}
+
+/// The defaults recorded from the reference code, and a round trip.
+#[test]
+fn field_method_defaults_follow_the_reference_code() {
+    use muq_unlearn::{
+        FisherConfig, L1SparseConfig, NegGradPlusConfig, RandomLabelConfig, SalunConfig,
+        ScrubConfig,
+    };
+    assert_eq!(Method::FIELD_NAMES, Method::SHORT_NAMES[5..]);
+    let Method::RandomLabel(rl) = parse(r#"{"method": "random_label"}"#).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            rl.epochs,
+            rl.lr,
+            rl.momentum,
+            rl.weight_decay,
+            rl.batch_size
+        ),
+        (10, 0.013, 0.9, 5e-4, 256)
+    );
+    let salun = SalunConfig::default();
+    assert_eq!(salun.mask_fraction, 0.5);
+    assert_eq!(salun.random_label(), rl);
+    let s = ScrubConfig::default();
+    assert_eq!((s.epochs, s.msteps, s.lr, s.kd_t), (3, 2, 5e-4, 4.0));
+    assert_eq!((s.ce_weight, s.kl_weight), (0.99, 0.001));
+    assert_eq!((s.forget_batch_size, s.batch_size), (512, 256));
+    let l1 = L1SparseConfig::default();
+    assert_eq!(
+        (l1.epochs, l1.alpha, l1.no_l1_epochs, l1.lr),
+        (10, 5e-4, 0, 0.01)
+    );
+    let ng = NegGradPlusConfig::default();
+    assert_eq!(
+        (ng.alpha, ng.epochs, ng.lr, ng.momentum),
+        (0.9999, 5, 0.01, 0.0)
+    );
+    let fi = FisherConfig::default();
+    assert_eq!((fi.alpha, fi.samples), (1e-7, 0));
+    for m in [
+        Method::RandomLabel(RandomLabelConfig {
+            name: Some("rl2".into()),
+            ..Default::default()
+        }),
+        Method::Salun(SalunConfig {
+            mask_fraction: 0.3,
+            ..Default::default()
+        }),
+        Method::Scrub(ScrubConfig::default()),
+        Method::L1Sparse(L1SparseConfig::default()),
+        Method::NegGradPlus(NegGradPlusConfig::default()),
+        Method::Fisher(FisherConfig {
+            samples: 64,
+            ..Default::default()
+        }),
+    ] {
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(
+            json.contains(&format!(r#""method":"{}""#, m.short_name())),
+            "{json}"
+        );
+        assert_eq!(parse(&json).unwrap(), m, "{json}");
+        assert_eq!(
+            Method::from_short_name(m.short_name())
+                .unwrap()
+                .short_name(),
+            m.short_name()
+        );
+    }
+}
