@@ -114,7 +114,7 @@ pub(crate) fn check_probs(what: &'static str, probs: &[f64], num_classes: usize)
     if probs.is_empty() {
         return Err(EfficacyError::Empty { what });
     }
-    if probs.len() % num_classes != 0 {
+    if !probs.len().is_multiple_of(num_classes) {
         return Err(EfficacyError::Ragged {
             what,
             len: probs.len(),

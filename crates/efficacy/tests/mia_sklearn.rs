@@ -172,7 +172,7 @@ fn set(root: &Value, name: &str) -> Set {
             .as_array()
             .unwrap()
             .iter()
-            .flat_map(|row| f64s(row))
+            .flat_map(f64s)
             .collect(),
         labels: root[name]["labels"]
             .as_array()
