@@ -1,5 +1,6 @@
-//! The three modalities: which training images are forgotten, and how the
-//! pool they come from is corrupted.
+//! The modalities: which training images are forgotten, and how the pool
+//! they come from is corrupted — the study's three (random, noise, label)
+//! and the field's class-wise forgetting.
 
 use std::fmt;
 use std::str::FromStr;
@@ -23,19 +24,34 @@ pub enum ModalityKind {
     /// A pool gets labels drawn uniformly from the nine other classes; the
     /// forget set is drawn from the pool.
     Label,
+    /// Class-wise forgetting: every training image of one class (`class`,
+    /// or a seeded choice) is forgotten; no corruption.
+    Class,
 }
 
 impl ModalityKind {
-    /// All kinds, in table order.
-    pub const ALL: [ModalityKind; 3] = [Self::Random, Self::Noise, Self::Label];
+    /// Every kind, in table order.
+    pub const ALL: [ModalityKind; 4] = [Self::Random, Self::Noise, Self::Label, Self::Class];
 
-    /// The lower-case name: `random`, `noise` or `label`.
+    /// The original study's three modalities, in its table order.
+    pub const STUDY: [ModalityKind; 3] = [Self::Random, Self::Noise, Self::Label];
+
+    /// The lower-case name: `random`, `noise`, `label` or `class`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Random => "random",
             Self::Noise => "noise",
             Self::Label => "label",
+            Self::Class => "class",
         }
+    }
+
+    /// Whether the modality changes the training data (labels or images):
+    /// `noise` and `label` do; `random` and `class` only choose what to
+    /// forget, so a model trained on their "modified" data is the clean
+    /// model.
+    pub fn changes_data(self) -> bool {
+        matches!(self, Self::Noise | Self::Label)
     }
 }
 
@@ -48,14 +64,16 @@ impl fmt::Display for ModalityKind {
 impl FromStr for ModalityKind {
     type Err = DataError;
 
-    /// Parses `random`, `noise` or `label` (ASCII case-insensitive).
+    /// Parses `random`, `noise`, `label` or `class` (ASCII case-insensitive).
     fn from_str(s: &str) -> Result<Self> {
         Self::ALL
             .into_iter()
             .find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| DataError::InvalidConfig {
                 field: "kind",
-                reason: format!("unknown modality {s:?}; expected one of random, noise, label"),
+                reason: format!(
+                    "unknown modality {s:?}; expected one of random, noise, label, class"
+                ),
             })
     }
 }
@@ -71,6 +89,8 @@ pub struct ModalityConfig {
     /// Which modality.
     pub kind: ModalityKind,
     /// Fraction of the training set forgotten, in (0, 1]; default 0.05.
+    /// Unused by `class` (which forgets the whole class), but still
+    /// validated.
     pub remove_prop: f64,
     /// Fraction of the training set corrupted (noise, label), in (0, 1];
     /// default 0.20. Unused by `random`, but still validated.
@@ -78,6 +98,12 @@ pub struct ModalityConfig {
     /// Standard deviation of the noise in normalised space, finite and ≥ 0;
     /// default 0.2. Used by `noise` only, but still validated.
     pub sigma: f32,
+    /// The class the `class` modality forgets, `0..10`; left out, a seeded
+    /// choice (uniform over the classes, from the run's forget stream).
+    /// Only the `class` modality takes it. Not serialised when left out,
+    /// so configs written before it existed keep their ids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<u8>,
 }
 
 impl ModalityConfig {
@@ -95,10 +121,12 @@ impl ModalityConfig {
             remove_prop: Self::DEFAULT_REMOVE_PROP,
             pool_prop: Self::DEFAULT_POOL_PROP,
             sigma: Self::DEFAULT_SIGMA,
+            class: None,
         }
     }
 
-    /// Size of the forget set for a training set of `n`: `round(remove_prop · n)`.
+    /// Size of the forget set for a training set of `n`: `round(remove_prop · n)`
+    /// (for `class`, the class's size decides it: see [`Modification::draw`]).
     pub fn forget_size(&self, n: usize) -> usize {
         prop_size(self.remove_prop, n)
     }
@@ -107,7 +135,7 @@ impl ModalityConfig {
     /// for noise and label; for random the pool is the forget set.
     pub fn pool_size(&self, n: usize) -> usize {
         match self.kind {
-            ModalityKind::Random => self.forget_size(n),
+            ModalityKind::Random | ModalityKind::Class => self.forget_size(n),
             ModalityKind::Noise | ModalityKind::Label => prop_size(self.pool_prop, n),
         }
     }
@@ -121,6 +149,11 @@ impl ModalityConfig {
     /// empty, or (noise, label) the forget set would be larger than the pool.
     pub fn validate(&self, n_train: usize) -> Result<()> {
         self.validate_values()?;
+        if self.kind == ModalityKind::Class {
+            // The class's size decides the forget set: checked on the data
+            // by Modification::draw.
+            return Ok(());
+        }
         let forget = self.forget_size(n_train);
         if forget == 0 {
             return Err(DataError::InvalidConfig {
@@ -170,7 +203,26 @@ impl ModalityConfig {
                 reason: format!("{} is not a finite standard deviation >= 0", self.sigma),
             });
         }
-        Ok(())
+        match (self.kind, self.class) {
+            (ModalityKind::Class, Some(c)) if usize::from(c) >= NUM_CLASSES => {
+                Err(DataError::InvalidConfig {
+                    field: "class",
+                    reason: format!(
+                        "{c} is not a class of CIFAR-10: use 0..{} or leave it out for a \
+                         seeded choice",
+                        NUM_CLASSES - 1
+                    ),
+                })
+            }
+            (ModalityKind::Class, _) | (_, None) => Ok(()),
+            (kind, Some(_)) => Err(DataError::InvalidConfig {
+                field: "class",
+                reason: format!(
+                    "only the class modality forgets a class; drop `class` or set kind = \
+                     \"class\" (kind is {kind})"
+                ),
+            }),
+        }
     }
 }
 
@@ -195,7 +247,8 @@ pub struct Modification {
     pub kind: ModalityKind,
     /// Indices of the images the modality may change, sorted.
     pub pool: Vec<usize>,
-    /// Indices of the images to forget, sorted; a subset of `pool` (equal to it for `random`).
+    /// Indices of the images to forget, sorted; a subset of `pool` (equal to
+    /// it for `random` and `class`).
     pub forget: Vec<usize>,
     /// Every training index not in `forget`, sorted.
     pub retain: Vec<usize>,
@@ -207,10 +260,15 @@ pub struct Modification {
     pub noise: Vec<(usize, Vec<f32>)>,
     /// The noise's standard deviation (0 unless `noise`).
     pub sigma: f32,
+    /// The forgotten class (`class` modality only).
+    pub class: Option<u8>,
 }
 
 impl Modification {
     /// Draws the pool, its corruptions and the forget set for `train`.
+    ///
+    /// `class` forgets every image of its class (the configured one, or one
+    /// drawn uniformly from [`rng::FORGET`]); its pool is its forget set.
     ///
     /// The pool and corruptions come from [`rng::stream`]`(seed, `[`rng::MODALITY`]`)`
     /// (pool indices first, then per pool image in index order its new label
@@ -233,8 +291,26 @@ impl Modification {
             labels: Vec::new(),
             noise: Vec::new(),
             sigma: 0.0,
+            class: None,
         };
-        if cfg.kind == ModalityKind::Random {
+        if cfg.kind == ModalityKind::Class {
+            let class = match cfg.class {
+                Some(c) => c,
+                None => forget_rng.random_range(0..NUM_CLASSES as u8),
+            };
+            m.forget = (0..n).filter(|&i| train.labels()[i] == class).collect();
+            if m.forget.is_empty() {
+                return Err(DataError::InvalidConfig {
+                    field: "class",
+                    reason: format!(
+                        "class {class} has no image in the training set of {n}; choose a \
+                         class present in the data"
+                    ),
+                });
+            }
+            m.pool = m.forget.clone();
+            m.class = Some(class);
+        } else if cfg.kind == ModalityKind::Random {
             m.forget = sorted_sample(&mut forget_rng, n, forget_size);
             m.pool = m.forget.clone();
         } else {
@@ -279,7 +355,7 @@ impl Modification {
     }
 
     /// SHA-256 (lower-case hex) of everything drawn: kind, pool, forget,
-    /// retain, label overrides, noise values and sigma.
+    /// retain, label overrides, noise values, sigma and the forgotten class.
     pub fn checksum(&self) -> String {
         let mut h = Sha256::new();
         h.update(self.kind.as_str().as_bytes());
@@ -303,6 +379,9 @@ impl Modification {
             }
         }
         h.update(self.sigma.to_le_bytes());
+        if let Some(c) = self.class {
+            h.update([c]);
+        }
         crate::hex(&h.finalize())
     }
 }

@@ -1,4 +1,4 @@
-//! The three modalities: pools, forget sets, corruptions, seeding and validation.
+//! The modalities: pools, forget sets, corruptions, seeding and validation.
 
 use std::sync::Arc;
 
@@ -22,7 +22,7 @@ fn is_sorted_unique(v: &[usize]) -> bool {
 #[test]
 fn sets_have_the_specified_sizes_and_relations() {
     let set = train(1000);
-    for kind in ModalityKind::ALL {
+    for kind in ModalityKind::STUDY {
         let m = Modification::draw(&cfg(kind), &set, 101).unwrap();
         assert_eq!(m.kind, kind);
         assert_eq!(m.forget.len(), 50, "{kind}");
@@ -57,6 +57,7 @@ fn sets_have_the_specified_sizes_and_relations() {
                 assert!(m.noise.is_empty());
                 assert_eq!(m.labels.iter().map(|(i, _)| *i).collect::<Vec<_>>(), m.pool);
             }
+            ModalityKind::Class => unreachable!("not a study modality"),
         }
     }
 }
@@ -88,7 +89,9 @@ fn a_modality_changes_exactly_its_pool() {
             let label_changed = clean.labels()[i] != modified.labels()[i];
             let image_changed = a != b;
             match kind {
-                ModalityKind::Random => assert!(!label_changed && !image_changed),
+                ModalityKind::Random | ModalityKind::Class => {
+                    assert!(!label_changed && !image_changed)
+                }
                 ModalityKind::Label => {
                     assert_eq!(label_changed, in_pool, "{i}");
                     assert!(!image_changed);
@@ -345,4 +348,53 @@ fn kind_parses_and_prints() {
 fn modified_rejects_a_modification_for_another_set() {
     let m = Modification::draw(&cfg(ModalityKind::Label), &train(100), 1).unwrap();
     let _ = Dataset::modified(Arc::new(train(50)), &m, Normalization::CIFAR10);
+}
+
+/// Class-wise forgetting: the forget set is exactly one class, the pool is
+/// the forget set, nothing is corrupted; the class is the configured one or
+/// a seeded draw; impossible settings name the `class` field.
+#[test]
+fn class_modality_forgets_one_whole_class() {
+    let set = train(500);
+    let mut c = cfg(ModalityKind::Class);
+    c.class = Some(3);
+    let m = Modification::draw(&c, &set, 1).unwrap();
+    assert_eq!(m.class, Some(3));
+    let expected: Vec<usize> = (0..500).filter(|&i| set.labels()[i] == 3).collect();
+    assert!(!expected.is_empty());
+    assert_eq!(m.forget, expected);
+    assert_eq!(m.pool, m.forget);
+    assert!(m.labels.is_empty() && m.noise.is_empty());
+    assert_eq!(m.n_train(), 500);
+    assert!(m.retain.iter().all(|&i| set.labels()[i] != 3));
+    assert!(!ModalityKind::Class.changes_data());
+
+    // Left out: a seeded choice, the same for the same seed.
+    let seeded = |seed| Modification::draw(&cfg(ModalityKind::Class), &set, seed).unwrap();
+    assert_eq!(seeded(7), seeded(7));
+    let classes: std::collections::BTreeSet<u8> = (0..20).filter_map(|s| seeded(s).class).collect();
+    assert!(
+        classes.len() > 3,
+        "the seeded class varies with the seed: {classes:?}"
+    );
+
+    // Errors name the field.
+    c.class = Some(10);
+    assert_eq!(field_of(c.validate_values().unwrap_err()), "class");
+    let mut wrong_kind = cfg(ModalityKind::Random);
+    wrong_kind.class = Some(1);
+    assert_eq!(field_of(wrong_kind.validate_values().unwrap_err()), "class");
+    let only_zeros = {
+        let mut s = train(50);
+        let (images, _) = s.clone().into_parts();
+        s = ImageSet::new(images, vec![0; 50]).unwrap();
+        s
+    };
+    c.class = Some(4);
+    let err = Modification::draw(&c, &only_zeros, 1).unwrap_err();
+    assert_eq!(field_of(err), "class");
+    // The configured class is serialised only when given, so older configs
+    // keep their ids.
+    let json = serde_json::to_string(&cfg(ModalityKind::Random)).unwrap();
+    assert!(!json.contains("class"), "{json}");
 }

@@ -87,7 +87,38 @@ pub struct StateMetrics {
     /// MC-dropout metrics, when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mc_dropout: Option<McDropout>,
+    /// The unlearning field's efficacy metrics (absent in results written
+    /// before they were measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub efficacy: Option<Efficacy>,
 }
+
+/// How well the forget set is forgotten, as the unlearning field measures
+/// it (SalUn / Unlearn-Sparse's names), at temperature 1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Efficacy {
+    /// Unlearning accuracy: 1 − accuracy on the forget set.
+    pub ua: f64,
+    /// Remaining accuracy: accuracy on the retain sample.
+    pub ra: f64,
+    /// Testing accuracy: accuracy on the evaluation half.
+    pub ta: f64,
+    /// MIA-efficacy per attack feature (`eval.mia_features`): the fraction
+    /// of the forget set an RBF SVC (C = 3, gamma = 1/features), trained to
+    /// tell the retain sample (members) from the evaluation half
+    /// (non-members), calls non-member ([`muq_efficacy::mia_efficacy`]).
+    pub mia_efficacy: BTreeMap<String, f64>,
+    /// ROC AUC of per-sample cross-entropy separating the forget set
+    /// (members score higher: lower loss) from a seeded sample of the
+    /// evaluation half of the same size; 0.5 = indistinguishable
+    /// ([`muq_efficacy::loss_auc`]).
+    pub loss_auc: f64,
+    /// Evaluation images in the loss-AUC sample.
+    pub loss_auc_heldout: usize,
+}
+
+/// The stream the loss-AUC held-out sample is drawn from.
+pub const LOSS_AUC_STREAM: &str = "efficacy/loss_auc";
 
 /// Logits of a set, on the host, `n × k`.
 fn host_logits(model: &ResNet, set: EvalSet<'_>, cfg: &EvalConfig) -> anyhow::Result<Vec<f32>> {
@@ -119,8 +150,16 @@ pub fn evaluate(
         };
     let calibration = summarize(&cal, &cal_y, t, bins)?;
     let (eval_z, eval_y, evaluation) = summary(sets.evaluation, "evaluation half")?;
-    let (_, _, forget) = summary(sets.forget, "forget set")?;
-    let (_, _, retain) = summary(sets.retain, "retain sample")?;
+    let (forget_z, forget_y, forget) = summary(sets.forget, "forget set")?;
+    let (retain_z, retain_y, retain) = summary(sets.retain, "retain sample")?;
+    let efficacy = efficacy(
+        k,
+        Split::new(&forget_z, &forget_y, &forget),
+        Split::new(&retain_z, &retain_y, &retain),
+        Split::new(&eval_z, &eval_y, &evaluation),
+        cfg,
+        seed,
+    )?;
     let eval_logits = Logits::new(&eval_z, k)?;
     let plain = Predictions::new(&eval_logits, &eval_y)?;
     let scaled = Predictions::with_temperature(&eval_logits, &eval_y, t)?;
@@ -167,6 +206,71 @@ pub fn evaluate(
         reliability,
         bootstrap,
         mc_dropout,
+        efficacy: Some(efficacy),
+    })
+}
+
+/// One evaluated split's logits, labels and metrics.
+struct Split<'a> {
+    z: &'a [f32],
+    y: &'a [usize],
+    summary: &'a Summary,
+}
+
+impl<'a> Split<'a> {
+    fn new(z: &'a [f32], y: &'a [usize], summary: &'a Summary) -> Self {
+        Self { z, y, summary }
+    }
+}
+
+fn efficacy(
+    k: usize,
+    forget: Split<'_>,
+    retain: Split<'_>,
+    evaluation: Split<'_>,
+    cfg: &EvalConfig,
+    seed: u64,
+) -> anyhow::Result<Efficacy> {
+    use muq_efficacy::{MiaSet, cross_entropy, loss_auc, mia_efficacy, softmax_probs};
+    let probs = |s: &Split<'_>| softmax_probs(s.z, k);
+    let (pf, pr, pe) = (probs(&forget)?, probs(&retain)?, probs(&evaluation)?);
+    let mut mia = BTreeMap::new();
+    for &feature in &cfg.mia_features {
+        let e = mia_efficacy(
+            feature,
+            k,
+            MiaSet::new(&pr, retain.y),
+            MiaSet::new(&pe, evaluation.y),
+            MiaSet::new(&pf, forget.y),
+        )
+        .with_context(|| format!("MIA-efficacy on the `{feature}` feature"))?;
+        mia.insert(feature.to_string(), e);
+    }
+    // Held out: as many evaluation images as the forget set has (all of
+    // them if fewer), a seeded sample.
+    let n_eval = evaluation.y.len();
+    let n = forget.y.len().min(n_eval);
+    let mut pick =
+        rand::seq::index::sample(&mut muq_data::rng::stream(seed, LOSS_AUC_STREAM), n_eval, n)
+            .into_vec();
+    pick.sort_unstable();
+    let heldout_z: Vec<f32> = pick
+        .iter()
+        .flat_map(|&i| evaluation.z[i * k..(i + 1) * k].iter().copied())
+        .collect();
+    let heldout_y: Vec<usize> = pick.iter().map(|&i| evaluation.y[i]).collect();
+    let auc = loss_auc(
+        &cross_entropy(forget.z, k, forget.y)?,
+        &cross_entropy(&heldout_z, k, &heldout_y)?,
+    )
+    .context("the loss-threshold AUC")?;
+    Ok(Efficacy {
+        ua: 1.0 - forget.summary.uncalibrated.accuracy,
+        ra: retain.summary.uncalibrated.accuracy,
+        ta: evaluation.summary.uncalibrated.accuracy,
+        mia_efficacy: mia,
+        loss_auc: auc,
+        loss_auc_heldout: n,
     })
 }
 

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use muq_calibrate::{ReliabilityBin, ReliabilityDiagram};
+use muq_data::ModalityKind;
 use serde::{Deserialize, Serialize};
 
 use crate::evaluate::StateMetrics;
@@ -268,10 +269,69 @@ const METRICS: &[MetricDef] = &[
         key: "temperature",
         get: |m| m.temperature.temperature,
     },
+    MetricDef {
+        key: "ece_forget_after_ts",
+        get: |m| m.forget.scaled.ece,
+    },
+    MetricDef {
+        key: "brier_forget_after_ts",
+        get: |m| m.forget.scaled.brier,
+    },
+    MetricDef {
+        key: "ece_retain_after_ts",
+        get: |m| m.retain.scaled.ece,
+    },
+    MetricDef {
+        key: "brier_retain_after_ts",
+        get: |m| m.retain.scaled.brier,
+    },
+    // The unlearning field's efficacy metrics (SalUn's names): UA = 1 −
+    // forget accuracy, RA = retain-sample accuracy, TA = evaluation-half
+    // accuracy; MIA-efficacy (confidence feature) and the loss-threshold
+    // AUC where the run measured them (NaN = not measured, left out).
+    MetricDef {
+        key: "ua",
+        get: |m| 1.0 - m.forget.uncalibrated.accuracy,
+    },
+    MetricDef {
+        key: "ra",
+        get: |m| m.retain.uncalibrated.accuracy,
+    },
+    MetricDef {
+        key: "ta",
+        get: |m| m.evaluation.uncalibrated.accuracy,
+    },
+    MetricDef {
+        key: "mia_efficacy",
+        get: |m| {
+            m.efficacy
+                .as_ref()
+                .and_then(|e| e.mia_efficacy.get(DEFAULT_MIA_FEATURE).copied())
+                .unwrap_or(f64::NAN)
+        },
+    },
+    MetricDef {
+        key: "loss_auc",
+        get: |m| m.efficacy.as_ref().map_or(f64::NAN, |e| e.loss_auc),
+    },
 ];
+
+/// The MIA feature the report's efficacy table shows (the field's default).
+pub const DEFAULT_MIA_FEATURE: &str = "confidence";
 
 /// The metrics compared with `retrain` (method − retrain, paired by seed).
 const RETRAIN_GAP_METRICS: &[&str] = &["ece_after_ts", "brier_after_ts", "accuracy_forget"];
+
+/// The metrics whose absolute gap to `retrain` is reported (paired by seed):
+/// SalUn's four, whose mean is its "Avg. Gap", then the calibration gap.
+const EFFICACY_GAP_METRICS: [&str; 4] = ["ua", "ra", "ta", "mia_efficacy"];
+
+/// The calibration metrics whose absolute gap to `retrain` is reported.
+const CALIBRATION_GAP_METRICS: [&str; 2] = ["ece_after_ts", "brier_after_ts"];
+
+/// The key of the mean of the [`EFFICACY_GAP_METRICS`] gaps in
+/// [`StateReport::gap_to_retrain`] (SalUn's "Avg. Gap").
+pub const AVG_GAP: &str = "avg_gap";
 
 /// The metric keys of [`StateReport::metrics`], in CSV order.
 pub fn metric_keys() -> Vec<&'static str> {
@@ -335,7 +395,7 @@ pub fn reference_table() -> Vec<ReferenceRow> {
 }
 
 /// The modalities in table order.
-const MODALITIES: [&str; 3] = ["random", "noise", "label"];
+const MODALITIES: [ModalityKind; 4] = ModalityKind::ALL;
 
 /// The name the original's table gives a modality.
 pub fn modality_title(modality: &str) -> &str {
@@ -343,6 +403,7 @@ pub fn modality_title(modality: &str) -> &str {
         "random" => "random",
         "noise" => "Gaussian noise",
         "label" => "modified labels",
+        "class" => "class-wise",
         other => other,
     }
 }
@@ -498,6 +559,13 @@ pub struct StateReport {
     /// This state minus `retrain`, paired by seed: ECE and Brier after
     /// temperature scaling, forget-set accuracy (empty without `retrain`).
     pub minus_retrain: BTreeMap<String, Stat>,
+    /// `|this state − retrain|`, paired by seed, for UA, RA, TA and
+    /// MIA-efficacy, their per-seed mean ([`AVG_GAP`], SalUn's "Avg. Gap"),
+    /// and ECE and Brier after TS (the calibration gap to retrain); empty
+    /// without `retrain`. A metric a run did not measure is left out, and
+    /// the Avg. Gap then needs all four.
+    #[serde(default)]
+    pub gap_to_retrain: BTreeMap<String, Stat>,
     /// Reliability diagrams of the evaluation half pooled over seeds
     /// (counts summed, confidence and accuracy count-weighted).
     pub reliability_before_ts: ReliabilityDiagram,
@@ -687,7 +755,7 @@ fn build_group(
     };
 
     let mut modalities = Vec::new();
-    for modality in MODALITIES {
+    for modality in MODALITIES.map(ModalityKind::as_str) {
         let mut runs: Vec<&LoadedRun> = members
             .iter()
             .copied()
@@ -762,7 +830,7 @@ fn build_modality(
                 .iter()
                 .filter_map(|(seed, ma)| {
                     let (_, mb) = b.iter().find(|(s, _)| s == seed)?;
-                    Some((def.get)(ma) - (def.get)(mb))
+                    Some((def.get)(ma) - (def.get)(mb)).filter(|d| d.is_finite())
                 })
                 .collect();
             if let Some(stat) = Stat::of(&diffs) {
@@ -781,7 +849,11 @@ fn build_modality(
         let metrics = METRICS
             .iter()
             .filter_map(|def| {
-                let xs: Vec<f64> = values.iter().map(|(_, m)| (def.get)(m)).collect();
+                let xs: Vec<f64> = values
+                    .iter()
+                    .map(|(_, m)| (def.get)(m))
+                    .filter(|x| x.is_finite())
+                    .collect();
                 Some((def.key.to_string(), Stat::of(&xs)?))
             })
             .collect();
@@ -790,10 +862,13 @@ fn build_modality(
         } else {
             paired(&values, &original, &all_keys)
         };
-        let minus_retrain = if name == RETRAIN_STATE {
-            BTreeMap::new()
+        let (minus_retrain, gap_to_retrain) = if name == RETRAIN_STATE {
+            (BTreeMap::new(), BTreeMap::new())
         } else {
-            paired(&values, &retrain, RETRAIN_GAP_METRICS)
+            (
+                paired(&values, &retrain, RETRAIN_GAP_METRICS),
+                absolute_gaps(&values, &retrain),
+            )
         };
         let context = || format!("pooling the reliability bins of {modality} / {name}");
         let before: Vec<&ReliabilityDiagram> = values
@@ -810,6 +885,7 @@ fn build_modality(
             metrics,
             minus_original,
             minus_retrain,
+            gap_to_retrain,
             reliability_before_ts: pool_reliability(&before).with_context(context)?,
             reliability_after_ts: pool_reliability(&after).with_context(context)?,
             figure: format!("{figure_prefix}/reliability-{modality}-{}", file_safe(name)),
@@ -827,6 +903,40 @@ fn build_modality(
             .collect(),
         states,
     })
+}
+
+/// `|a − b|` per metric paired by seed (a metric a seed lacks in either is
+/// skipped), and per seed the mean of the four efficacy gaps when all four
+/// are there ([`AVG_GAP`]); then mean ± std over seeds.
+fn absolute_gaps(a: &[(u64, &StateMetrics)], b: &[(u64, &StateMetrics)]) -> BTreeMap<String, Stat> {
+    let get = |m: &StateMetrics, key: &str| {
+        METRICS
+            .iter()
+            .find(|d| d.key == key)
+            .map_or(f64::NAN, |d| (d.get)(m))
+    };
+    let mut per_key: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for (seed, ma) in a {
+        let Some((_, mb)) = b.iter().find(|(s, _)| s == seed) else {
+            continue;
+        };
+        let gap = |key: &str| (get(ma, key) - get(mb, key)).abs();
+        for key in EFFICACY_GAP_METRICS.iter().chain(&CALIBRATION_GAP_METRICS) {
+            let g = gap(key);
+            if g.is_finite() {
+                per_key.entry((*key).to_string()).or_default().push(g);
+            }
+        }
+        let four: Vec<f64> = EFFICACY_GAP_METRICS.iter().map(|k| gap(k)).collect();
+        if four.iter().all(|g| g.is_finite()) {
+            let mean = four.iter().sum::<f64>() / four.len() as f64;
+            per_key.entry(AVG_GAP.to_string()).or_default().push(mean);
+        }
+    }
+    per_key
+        .into_iter()
+        .filter_map(|(k, xs)| Some((k, Stat::of(&xs)?)))
+        .collect()
 }
 
 /// Pools reliability diagrams with the same bins: counts summed, mean
@@ -1210,6 +1320,8 @@ fn render_group(w: &mut String, report: &Report, g: &Group) {
         let _ = writeln!(w);
     }
 
+    render_efficacy(w, g);
+
     // Figures.
     let _ = writeln!(w, "### Figures\n");
     let _ = writeln!(
@@ -1238,6 +1350,91 @@ fn render_group(w: &mut String, report: &Report, g: &Group) {
     }
 }
 
+/// The unlearning-efficacy tables: the field's UA / RA / TA / MIA-efficacy
+/// beside the gaps to retrain, and calibration on the forget and retain
+/// splits.
+fn render_efficacy(w: &mut String, g: &Group) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        w,
+        "### Unlearning efficacy\n\nThe field's measures (SalUn's names): UA = 1 − accuracy on \
+         the forget set, RA = accuracy on the retain sample, TA = accuracy on the evaluation half \
+         (under class-wise forgetting: on the remaining classes), MIA-efficacy = the fraction of \
+         the forget set an RBF-SVC membership attack on the `{DEFAULT_MIA_FEATURE}` feature \
+         calls non-member (trained on retain sample vs evaluation half), loss AUC = ROC AUC of \
+         per-sample loss, forget set vs an equal-size evaluation sample (0.5 = \
+         indistinguishable). Gaps are `|state − retrain|` paired by seed; Avg. Gap is their \
+         mean over UA, RA, TA and MIA-efficacy; the calibration gaps are of ECE and Brier after \
+         TS. A method forgets well when its gaps are near 0. – = not measured.\n"
+    );
+    for m in &g.modalities {
+        let _ = writeln!(
+            w,
+            "#### {} ({} runs)\n",
+            modality_title(&m.modality),
+            m.runs.len()
+        );
+        if m.modality == ModalityKind::Class.as_str() {
+            let _ = writeln!(
+                w,
+                "Class-wise forgetting: UA is on the forgotten class's training images; TA, \
+                 the temperature and every calibration metric are on the remaining classes' \
+                 test images, which is what matters once a class is gone.\n"
+            );
+        }
+        let _ = writeln!(
+            w,
+            "| state | runs | UA | RA | TA | MIA-efficacy | loss AUC | Avg. Gap | ECE gap | \
+             Brier gap |"
+        );
+        let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for st in &m.states {
+            let (x, gap) = (&st.metrics, &st.gap_to_retrain);
+            let _ = writeln!(
+                w,
+                "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                st.state,
+                st.seeds.len(),
+                cell(x, "ua"),
+                cell(x, "ra"),
+                cell(x, "ta"),
+                cell(x, "mia_efficacy"),
+                cell(x, "loss_auc"),
+                cell(gap, AVG_GAP),
+                cell(gap, "ece_after_ts"),
+                cell(gap, "brier_after_ts"),
+            );
+        }
+        let _ = writeln!(w);
+    }
+    let _ = writeln!(
+        w,
+        "Calibration on the forget set and the retain sample, after TS (temperature from the \
+         calibration half):\n"
+    );
+    let _ = writeln!(
+        w,
+        "| modality | state | ECE forget | Brier forget | ECE retain | Brier retain |"
+    );
+    let _ = writeln!(w, "|---|---|---:|---:|---:|---:|");
+    for m in &g.modalities {
+        for st in &m.states {
+            let x = &st.metrics;
+            let _ = writeln!(
+                w,
+                "| {} | `{}` | {} | {} | {} | {} |",
+                modality_title(&m.modality),
+                st.state,
+                cell(x, "ece_forget_after_ts"),
+                cell(x, "brier_forget_after_ts"),
+                cell(x, "ece_retain_after_ts"),
+                cell(x, "brier_retain_after_ts"),
+            );
+        }
+    }
+    let _ = writeln!(w);
+}
+
 /// The CSV header of `summary.csv`.
 pub const CSV_HEADER: [&str; 9] = [
     "group",
@@ -1253,7 +1450,8 @@ pub const CSV_HEADER: [&str; 9] = [
 
 /// `summary.csv`: one row per group, modality, state, quantity and metric.
 /// `quantity` is `value` (the metric itself), `minus_original` or
-/// `minus_retrain` (paired differences). Floats are written in the shortest
+/// `minus_retrain` (paired differences) or `gap_to_retrain` (paired
+/// absolute differences, with the metric `avg_gap`). Floats are written in the shortest
 /// form that reads back to the same `f64`.
 pub fn render_csv(report: &Report) -> anyhow::Result<String> {
     let mut wtr = csv::Writer::from_writer(Vec::new());
@@ -1265,9 +1463,10 @@ pub fn render_csv(report: &Report) -> anyhow::Result<String> {
                     ("value", &s.metrics),
                     ("minus_original", &s.minus_original),
                     ("minus_retrain", &s.minus_retrain),
+                    ("gap_to_retrain", &s.gap_to_retrain),
                 ];
                 for (quantity, map) in quantities {
-                    for key in metric_keys() {
+                    for key in metric_keys().into_iter().chain([AVG_GAP]) {
                         if let Some(stat) = map.get(key) {
                             wtr.write_record([
                                 g.id.as_str(),

@@ -30,6 +30,10 @@ pub struct DataInfo {
     /// was recorded.
     #[serde(default)]
     pub trained_checksum: String,
+    /// The class the `class` modality forgot (its test images are left out
+    /// of both halves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgotten_class: Option<u8>,
     /// Training images used.
     pub n_train: usize,
     /// Calibration-half size.

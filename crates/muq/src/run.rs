@@ -55,7 +55,8 @@ pub fn run_id(cfg: &RunConfig) -> String {
 /// signatures on the same data train the same model (the cache key adds
 /// the data's checksum and what computes). Sweeps use it to foresee which
 /// runs will find their base model in the cache: a model trained on data
-/// the modality leaves unchanged (`random`) is the clean model of its seed.
+/// the modality leaves unchanged (`random`, `class`) is the clean model of
+/// its seed.
 pub fn base_model_signature(cfg: &RunConfig) -> String {
     #[derive(Serialize)]
     struct Signature<'a> {
@@ -66,7 +67,7 @@ pub fn base_model_signature(cfg: &RunConfig) -> String {
         model: &'a muq_resnet::ResNetConfig,
         train: muq_resnet::TrainConfig,
     }
-    let changes_data = cfg.modality.kind != muq_data::ModalityKind::Random;
+    let changes_data = cfg.modality.kind.changes_data();
     stable_id(&Signature {
         seed: cfg.seed,
         train_subset: cfg.data.train_subset,
@@ -144,8 +145,17 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
     cfg.modality
         .validate(train_set.len())
         .map_err(|e| anyhow::anyhow!("config section [modality]: {e}"))?;
-    let (cal_idx, eval_idx) = stratified_split(test_set.labels(), 0.5, seed);
-    let modification = Modification::draw(&cfg.modality, &train_set, seed)?;
+    let (mut cal_idx, mut eval_idx) = stratified_split(test_set.labels(), 0.5, seed);
+    let modification = Modification::draw(&cfg.modality, &train_set, seed)
+        .map_err(|e| anyhow::anyhow!("config section [modality]: {e}"))?;
+    if let Some(class) = modification.class {
+        // Class-wise forgetting: the model is meant to lose that class, so
+        // the temperature is fitted and the metrics are reported on the
+        // remaining classes (the forget set holds the class's own images).
+        for idx in [&mut cal_idx, &mut eval_idx] {
+            idx.retain(|&i| test_set.labels()[i] != class);
+        }
+    }
     let norm = Normalization::CIFAR10;
     let train_images = Arc::new(train_set);
     let clean = Dataset::clean(train_images.clone(), norm);
@@ -163,6 +173,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
         test_checksum,
         trained_checksum: trained_on.checksum(),
         modification_checksum: modification.checksum(),
+        forgotten_class: modification.class,
         n_train: train_images.len(),
         n_calibration: cal_idx.len(),
         n_evaluation: eval_idx.len(),

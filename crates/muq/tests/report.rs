@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use muq::config::{RunConfig, TrainOn};
-use muq::evaluate::{Reliability, StateMetrics};
+use muq::evaluate::{Efficacy, Reliability, StateMetrics};
 use muq::report::{self, Report, Stat};
 use muq::result::{DataInfo, Provenance, RunResult, StateResult, Timings, write_json};
 use muq_calibrate::{MetricSet, ReliabilityBin, ReliabilityDiagram, Summary, TemperatureFit};
@@ -116,6 +116,7 @@ fn state(name: &str, values: Values) -> StateResult {
             },
             bootstrap: BTreeMap::new(),
             mc_dropout: None,
+            efficacy: None,
         },
     }
 }
@@ -152,6 +153,7 @@ fn run_result(
             test_checksum: "0".into(),
             modification_checksum: "0".into(),
             trained_checksum: "0".into(),
+            forgotten_class: None,
             n_train: 640,
             n_calibration: 100,
             n_evaluation: 100,
@@ -483,6 +485,77 @@ fn retrain_gap_is_paired_by_seed() {
     assert!(md.contains("| random | `first_order` | 3 | +0.0100 ± 0.0000 | +0.0600 ± 0.0082 | +0.3000 ± 0.0000 |"), "{md}");
 }
 
+/// SalUn's "Avg. Gap" on a hand-built pair of seeds: per seed the mean of
+/// |UA|, |RA|, |TA| and |MIA-efficacy| gaps to retrain, then mean ± std; and
+/// the calibration gap (|ECE after TS − retrain's|).
+#[test]
+fn avg_gap_to_retrain_on_a_hand_built_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    // (UA, RA, TA, MIA-efficacy) per seed for first_order and retrain.
+    let fo = [(0.10, 0.90, 0.80, 0.20), (0.15, 0.92, 0.79, 0.25)];
+    let rt = [(0.30, 0.85, 0.82, 0.50), (0.25, 0.90, 0.80, 0.45)];
+    let set = |run: &mut RunResult, name: &str, (ua, ra, ta, mia): (f64, f64, f64, f64)| {
+        let m = &mut run
+            .states
+            .iter_mut()
+            .find(|s| s.name == name)
+            .unwrap()
+            .metrics;
+        m.forget.uncalibrated.accuracy = 1.0 - ua;
+        m.retain.uncalibrated.accuracy = ra;
+        m.evaluation.uncalibrated.accuracy = ta;
+        m.efficacy = Some(Efficacy {
+            ua,
+            ra,
+            ta,
+            mia_efficacy: [("confidence".to_string(), mia)].into(),
+            loss_auc: 0.5,
+            loss_auc_heldout: 100,
+        });
+    };
+    let runs: Vec<(&str, RunResult)> = (0..2)
+        .map(|i| {
+            let states = [
+                ("original", v(0.0, 0.3, 1.0)),
+                ("first_order", v(0.05 + 0.01 * i as f64, 0.4, 0.9)),
+                ("retrain", v(0.02, 0.35, 0.6)),
+            ];
+            let mut run = run_result(ModalityKind::Random, 100 + i as u64, 3, &states);
+            set(&mut run, "first_order", fo[i]);
+            set(&mut run, "retrain", rt[i]);
+            (["a", "b"][i], run)
+        })
+        .collect();
+    write_runs(dir.path(), &runs);
+    report::write_report(dir.path(), dir.path()).unwrap();
+    let r = read_report(dir.path());
+    let m = &r.groups[0].modalities[0];
+    let first_order = m.states.iter().find(|s| s.state == "first_order").unwrap();
+    let gap = &first_order.gap_to_retrain;
+    // Seed 100: gaps 0.20, 0.05, 0.02, 0.30 → mean 0.1425;
+    // seed 101: 0.10, 0.02, 0.01, 0.20 → 0.0825; so 0.1125 ± 0.03.
+    assert_stat(&gap["avg_gap"], 0.1125, 0.03, 2);
+    assert_stat(&gap["ua"], 0.15, 0.05, 2);
+    assert_stat(&gap["mia_efficacy"], 0.25, 0.05, 2);
+    // ECE after TS 0.05 and 0.06 against 0.02 → 0.03, 0.04.
+    assert_stat(&gap["ece_after_ts"], 0.035, 0.005, 2);
+    assert_stat(&first_order.metrics["mia_efficacy"], 0.225, 0.025, 2);
+    let retrain = m.states.iter().find(|s| s.state == "retrain").unwrap();
+    assert!(retrain.gap_to_retrain.is_empty());
+    // The original state has no efficacy block: MIA-efficacy is left out,
+    // UA/RA/TA still come from the accuracies, and so no Avg. Gap.
+    let original = m.states.iter().find(|s| s.state == "original").unwrap();
+    assert!(!original.metrics.contains_key("mia_efficacy"));
+    assert!(original.metrics.contains_key("ua"));
+    assert!(!original.gap_to_retrain.contains_key("avg_gap"));
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(md.contains("### Unlearning efficacy"), "{md}");
+    assert!(
+        md.contains("| `first_order` | 2 | 0.1250 ± 0.0250 | 0.9100 ± 0.0100 | 0.7950 ± 0.0050 | 0.2250 ± 0.0250 | 0.5000 ± 0.0000 | 0.1125 ± 0.0300 |"),
+        "{md}"
+    );
+}
+
 #[test]
 fn csv_parses_back_to_the_same_numbers() {
     let dir = tempfile::tempdir().unwrap();
@@ -508,6 +581,7 @@ fn csv_parses_back_to_the_same_numbers() {
             "value" => &s.metrics,
             "minus_original" => &s.minus_original,
             "minus_retrain" => &s.minus_retrain,
+            "gap_to_retrain" => &s.gap_to_retrain,
             other => panic!("unknown quantity {other}"),
         };
         let stat = map[&rec[5]];
@@ -524,12 +598,19 @@ fn csv_parses_back_to_the_same_numbers() {
         .iter()
         .flat_map(|g| &g.modalities)
         .flat_map(|m| &m.states)
-        .map(|s| s.metrics.len() + s.minus_original.len() + s.minus_retrain.len())
+        .map(|s| {
+            s.metrics.len()
+                + s.minus_original.len()
+                + s.minus_retrain.len()
+                + s.gap_to_retrain.len()
+        })
         .sum();
     assert_eq!(rows, expected);
-    // 2 modalities × 3 states × 14 metrics + minus_original (2 × 2 states ×
-    // 14) + minus_retrain (2 × 2 states × 3).
-    assert_eq!(rows, 2 * 3 * 14 + 2 * 2 * 14 + 2 * 2 * 3);
+    // 2 modalities × 3 states × 21 metrics (these results have no efficacy
+    // block, so no MIA-efficacy or loss AUC) + minus_original (2 × 2 states
+    // × 21) + minus_retrain (2 × 2 states × 3) + gap_to_retrain (2 × 2
+    // states × 5: UA, RA, TA, ECE, Brier; no MIA, so no Avg. Gap).
+    assert_eq!(rows, 2 * 3 * 21 + 2 * 2 * 21 + 2 * 2 * 3 + 2 * 2 * 5);
     // summary.json holds the same numbers, structured the same way.
     let states = |r: &Report| -> Vec<StateReportFlat> {
         r.groups

@@ -209,6 +209,56 @@ fn base_models_are_shared_exactly_when_the_training_data_are() {
     );
 }
 
+/// Class-wise forgetting end to end: the forget set is one whole class,
+/// both test halves leave that class out, the base model is the clean one,
+/// and every state carries the efficacy block (UA/RA/TA from the same
+/// accuracies as the summaries, an MIA-efficacy and a loss AUC in [0, 1]).
+#[test]
+fn class_modality_and_efficacy_metrics_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = dataset(tmp.path());
+    let r = run(
+        &data_dir,
+        &tmp.path().join("runs/class"),
+        &[
+            "modality.kind=class",
+            "modality.class=2",
+            "eval.mia_features=[\"confidence\", \"entropy\"]",
+        ],
+    );
+    assert_eq!(r.data.forgotten_class, Some(2));
+    // 300 synthetic training images, 30 of class 2; 200 test images, 20 of
+    // class 2, so 180 in the two halves together.
+    assert_eq!(r.data.n_forget, 30);
+    assert_eq!(r.data.n_calibration + r.data.n_evaluation, 180);
+    for s in &r.states {
+        let m = &s.metrics;
+        let e = m.efficacy.as_ref().expect("efficacy measured");
+        assert_eq!(e.ua, 1.0 - m.forget.uncalibrated.accuracy);
+        assert_eq!(e.ra, m.retain.uncalibrated.accuracy);
+        assert_eq!(e.ta, m.evaluation.uncalibrated.accuracy);
+        assert_eq!(e.mia_efficacy.len(), 2, "{:?}", e.mia_efficacy);
+        for v in e.mia_efficacy.values().chain([&e.loss_auc]) {
+            assert!((0.0..=1.0).contains(v), "{}: {e:?}", s.name);
+        }
+        assert_eq!(e.loss_auc_heldout, 30);
+    }
+    // A bad feature name is a config error naming the field.
+    let out = muq()
+        .args(["run", "--data-dir"])
+        .arg(&data_dir)
+        .args(["--set", "eval.mia_features=[\"confidense\"]", "--out"])
+        .arg(tmp.path().join("runs/bad"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mia_features") && err.contains("confidense"),
+        "{err}"
+    );
+}
+
 #[test]
 fn config_errors_name_the_field_before_anything_runs() {
     let tmp = tempfile::tempdir().unwrap();
