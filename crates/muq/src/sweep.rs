@@ -67,7 +67,22 @@ pub struct PlannedRun {
 }
 
 /// The named presets of `cargo xtask sweep`.
-pub const PRESETS: [&str; 4] = ["paper", "original", "extended", "quick"];
+pub const PRESETS: [&str; 5] = ["paper", "original", "extended", "benchmark", "quick"];
+
+/// Every unlearning method with its default settings, `retrain` last: the
+/// `unlearn` list of the `extended` and `benchmark` presets.
+fn every_method() -> String {
+    let mut names: Vec<&str> = muq_unlearn::Method::SHORT_NAMES
+        .into_iter()
+        .filter(|n| *n != "retrain")
+        .collect();
+    names.push("retrain");
+    let entries: Vec<String> = names
+        .iter()
+        .map(|n| format!("{{method=\"{n}\"}}"))
+        .collect();
+    format!("unlearn=[{}]", entries.join(", "))
+}
 
 /// The three modalities of the study, in the original's row order.
 const MODALITIES: &str = "random,noise,label";
@@ -79,6 +94,8 @@ pub fn preset(name: &str) -> anyhow::Result<SweepSpec> {
         key: "modality.kind".into(),
         values: MODALITIES.split(',').map(String::from).collect(),
     };
+    let methods = every_method();
+    let mut axes = vec![modality];
     let overrides: Vec<&str> = match name {
         // The original's grid, corrected protocol, spec defaults.
         "paper" => vec![],
@@ -89,8 +106,18 @@ pub fn preset(name: &str) -> anyhow::Result<SweepSpec> {
             "model.dropout=0.5",
             "eval.mc_dropout_passes=20",
             "eval.bootstrap=200",
-            r#"unlearn=[{method="first_order"}, {method="second_order"}, {method="fine_tune"}, {method="gradient_ascent"}, {method="retrain"}]"#,
+            &methods,
         ],
+        // The unlearning field's standard setting (SalUn, Unlearn-Sparse):
+        // 10 % random forgetting and class-wise forgetting, every method
+        // against the retrain oracle.
+        "benchmark" => {
+            axes = vec![Axis {
+                key: "modality.kind".into(),
+                values: vec!["random".into(), "class".into()],
+            }];
+            vec!["modality.remove_prop=0.1", &methods]
+        }
         // Minutes on a laptop CPU: a small model on a class-balanced subset.
         "quick" => vec![
             "model.width=8",
@@ -109,7 +136,7 @@ pub fn preset(name: &str) -> anyhow::Result<SweepSpec> {
     Ok(SweepSpec {
         config: None,
         overrides: overrides.into_iter().map(String::from).collect(),
-        axes: vec![modality],
+        axes,
         seeds,
     })
 }
@@ -624,18 +651,22 @@ mod tests {
         // The first run: 100 s of training, 10 s of the rest.
         eta.record(110.0, Some(100.0));
         eta.model_trained(&original[0]);
-        // Runs 2..9 are random s101, s102, then noise and label × 3 seeds:
-        // two more models to train, eight runs' other work.
+        // Runs 2..9 are noise and label of seed 100 (its model), then the
+        // three modalities of seeds 101 and 102: two more models to train,
+        // eight runs' other work.
         assert_eq!(
             eta.remaining(original[1..].iter()),
             8.0 * 10.0 + 2.0 * 100.0
         );
         // Once every seed's model exists, only the other work is left.
-        eta.model_trained(&original[1]);
-        eta.model_trained(&original[2]);
+        eta.model_trained(&original[3]);
+        eta.model_trained(&original[6]);
         assert_eq!(eta.remaining(original[3..].iter()), 6.0 * 10.0);
-
+        // The corrected protocol's random runs train on unmodified data:
+        // after the original grid, `paper` trains 6 new models, not 9.
         let paper = grid("paper");
+        assert_eq!(eta.remaining(paper.iter()), 9.0 * 10.0 + 6.0 * 100.0);
+
         let mut eta = Eta::default();
         eta.record(110.0, Some(100.0));
         eta.model_trained(&paper[0]);
@@ -644,6 +675,48 @@ mod tests {
         // A failed run counts as other work only.
         eta.record(30.0, None);
         assert_eq!(eta.remaining(paper[2..].iter()), 7.0 * 20.0 + 7.0 * 100.0);
+    }
+
+    /// Every preset expands to valid configs; `extended` and `benchmark`
+    /// list every method with `retrain` last; `benchmark` is the field's
+    /// setting: 10 % random and class-wise forgetting, 3 seeds.
+    #[test]
+    fn presets_expand_and_list_every_method() {
+        for name in PRESETS {
+            let runs = expand(&preset(name).unwrap()).unwrap();
+            assert!(!runs.is_empty(), "{name}");
+        }
+        let bench = expand(&preset("benchmark").unwrap()).unwrap();
+        assert_eq!(bench.len(), 6);
+        let kinds: Vec<String> = bench
+            .iter()
+            .map(|r| format!("{}-{}", r.config.modality.kind, r.config.seed))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "random-100",
+                "class-100",
+                "random-101",
+                "class-101",
+                "random-102",
+                "class-102"
+            ]
+        );
+        for name in ["extended", "benchmark"] {
+            let cfg = &expand(&preset(name).unwrap()).unwrap()[0].config;
+            let methods: Vec<&str> = cfg.unlearn.iter().map(|m| m.short_name()).collect();
+            assert_eq!(
+                methods.len(),
+                muq_unlearn::Method::SHORT_NAMES.len(),
+                "{name}"
+            );
+            assert_eq!(methods.last(), Some(&"retrain"));
+            for m in muq_unlearn::Method::FIELD_NAMES {
+                assert!(methods.contains(&m), "{name} lacks {m}");
+            }
+        }
+        assert_eq!(bench[0].config.modality.remove_prop, 0.1);
     }
 
     #[test]
