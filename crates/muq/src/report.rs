@@ -524,13 +524,27 @@ pub struct HeadlineRow {
 /// The runs of one modality within a group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModalityReport {
-    /// `random`, `noise` or `label`.
+    /// `random`, `noise`, `label` or `class`.
     pub modality: String,
     /// The runs, by seed.
     pub runs: Vec<RunRef>,
     /// Every state present in some run: `original`, the methods, `retrain`
     /// last.
     pub states: Vec<StateReport>,
+    /// Methods that failed in some run (left out of the statistics).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<FailedRef>,
+}
+
+/// A method that failed in one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedRef {
+    /// State name.
+    pub state: String,
+    /// Run seed.
+    pub seed: u64,
+    /// The run's error for it.
+    pub error: String,
 }
 
 /// Which file a run came from.
@@ -902,6 +916,16 @@ fn build_modality(
             })
             .collect(),
         states,
+        failed: runs
+            .iter()
+            .flat_map(|r| {
+                r.result.failed.iter().map(|f| FailedRef {
+                    state: f.name.clone(),
+                    seed: r.result.seed,
+                    error: f.error.clone(),
+                })
+            })
+            .collect(),
     })
 }
 
@@ -1244,6 +1268,18 @@ fn render_group(w: &mut String, report: &Report, g: &Group) {
             );
         }
         let _ = writeln!(w);
+        for f in &m.failed {
+            let _ = writeln!(
+                w,
+                "- `{}` failed in the run with seed {} and is left out: {}",
+                f.state,
+                f.seed,
+                f.error.lines().next().unwrap_or_default()
+            );
+        }
+        if !m.failed.is_empty() {
+            let _ = writeln!(w);
+        }
     }
 
     // Change from original.

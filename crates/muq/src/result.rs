@@ -128,6 +128,22 @@ pub struct RunResult {
     pub training: TrainReport,
     /// Every state, `original` first.
     pub states: Vec<StateResult>,
+    /// Methods that failed (diverged while unlearning, or left a model whose
+    /// outputs could not be evaluated), with their errors; the run's other
+    /// states are complete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<FailedState>,
+}
+
+/// An unlearning method that produced no evaluable state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailedState {
+    /// The state name it would have had.
+    pub name: String,
+    /// The method's resolved settings.
+    pub method: serde_json::Value,
+    /// What went wrong, and in which phase (`unlearning: …`, `evaluating: …`).
+    pub error: String,
 }
 
 impl RunResult {

@@ -18,7 +18,9 @@ use sha2::{Digest, Sha256};
 use crate::config::{RunConfig, TrainOn};
 use crate::device;
 use crate::evaluate::{EvalSet, EvalSets, evaluate};
-use crate::result::{DataInfo, Provenance, RunResult, StateResult, Timings, git_state, write_json};
+use crate::result::{
+    DataInfo, FailedState, Provenance, RunResult, StateResult, Timings, git_state, write_json,
+};
 
 /// Where a run reads and writes, and on what it computes.
 #[derive(Clone, Debug)]
@@ -226,22 +228,29 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
         seed,
         progress: opts.progress,
     };
+    // A method that fails (diverges, or leaves a model whose logits are not
+    // finite) is recorded with its error; the other states are kept.
     let mut states = Vec::with_capacity(cfg.unlearn.len());
+    let mut failed = Vec::new();
     for method in &cfg.unlearn {
         let name = method.state_name();
         say(format!("unlearning: {name}"));
         let t = Instant::now();
-        let out = muq_unlearn::unlearn(method, &ctx)
-            .with_context(|| format!("unlearning method `{name}`"))?;
+        let out = muq_unlearn::unlearn(method, &ctx);
         timings
             .unlearn_s
             .insert(name.clone(), t.elapsed().as_secs_f64());
-        states.push((
-            name,
-            Some(method),
-            Some(serde_json::to_value(&out.report)?),
-            out.model,
-        ));
+        match out {
+            Ok(out) => states.push((name, method, serde_json::to_value(&out.report)?, out.model)),
+            Err(e) => {
+                say(format!("unlearning `{name}` FAILED: {e}"));
+                failed.push(FailedState {
+                    name,
+                    method: serde_json::to_value(method)?,
+                    error: format!("unlearning: {e}"),
+                });
+            }
+        }
     }
 
     // 4. Evaluation of every state.
@@ -274,13 +283,22 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
     });
     for (name, method, report, state_model) in &states {
         say(format!("evaluating: {name}"));
-        results.push(StateResult {
-            name: name.clone(),
-            method: method.map(serde_json::to_value).transpose()?,
-            report: report.clone(),
-            metrics: evaluate(state_model, &sets, &cfg.eval, seed)
-                .with_context(|| format!("evaluating `{name}`"))?,
-        });
+        match evaluate(state_model, &sets, &cfg.eval, seed) {
+            Ok(metrics) => results.push(StateResult {
+                name: name.clone(),
+                method: Some(serde_json::to_value(method)?),
+                report: Some(report.clone()),
+                metrics,
+            }),
+            Err(e) => {
+                say(format!("evaluating `{name}` FAILED: {e:#}"));
+                failed.push(FailedState {
+                    name: name.clone(),
+                    method: serde_json::to_value(method)?,
+                    error: format!("evaluating: {e:#}"),
+                });
+            }
+        }
     }
     timings.evaluate_s = t.elapsed().as_secs_f64();
     timings.total_s = started.elapsed().as_secs_f64();
@@ -306,6 +324,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
         timings,
         training,
         states: results,
+        failed,
     };
     write_json(&opts.out_dir.join(RESULT_FILE), &result)?;
     say(format!(

@@ -174,6 +174,7 @@ fn run_result(
         timings: Timings::default(),
         training: TrainReport::default(),
         states: states.iter().map(|(n, vals)| state(n, *vals)).collect(),
+        failed: Vec::new(),
     }
 }
 

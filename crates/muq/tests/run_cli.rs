@@ -259,6 +259,66 @@ fn class_modality_and_efficacy_metrics_end_to_end() {
     );
 }
 
+/// Every unlearning method, the field's included, runs through `muq run`
+/// with its defaults (the `benchmark` preset's list) and leaves a state
+/// with its cost report, efficacy metrics and a model that moved.
+#[test]
+fn every_method_runs_through_muq_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = dataset(tmp.path());
+    let mut names: Vec<&str> = muq_unlearn::Method::SHORT_NAMES.to_vec();
+    let list: Vec<String> = names
+        .iter()
+        .map(|n| format!("{{method=\"{n}\"}}"))
+        .collect();
+    let unlearn = format!("unlearn=[{}]", list.join(", "));
+    let r = run(
+        &data_dir,
+        &tmp.path().join("runs/all"),
+        &[
+            "modality.remove_prop=0.1",
+            "modality.pool_prop=0.2",
+            "train.epochs=3",
+            &unlearn,
+        ],
+    );
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    let mut states: Vec<&str> = r.states.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(states.remove(0), "original");
+    names.sort_unstable();
+    states.sort_unstable();
+    assert_eq!(states, names);
+    for s in &r.states[1..] {
+        let report = s.report.as_ref().expect("a cost report");
+        let norm = report["update_norm"].as_f64().unwrap();
+        assert!(norm > 0.0, "{}: update norm {norm}", s.name);
+        assert!(s.metrics.efficacy.is_some(), "{}", s.name);
+        assert!(r.timings.unlearn_s.contains_key(&s.name));
+    }
+}
+
+/// A method that diverges is recorded under `failed` with its error; the
+/// run and its other states are kept.
+#[test]
+fn a_failing_method_is_recorded_and_the_others_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = dataset(tmp.path());
+    let r = run(
+        &data_dir,
+        &tmp.path().join("runs/failing"),
+        &[r#"unlearn=[{method="gradient_ascent", lr=1e12, steps=3}, {method="first_order"}]"#],
+    );
+    let names: Vec<&str> = r.states.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["original", "first_order"]);
+    assert_eq!(r.failed.len(), 1, "{:?}", r.failed);
+    assert_eq!(r.failed[0].name, "gradient_ascent");
+    assert!(
+        r.failed[0].error.contains("gradient_ascent"),
+        "{}",
+        r.failed[0].error
+    );
+}
+
 #[test]
 fn config_errors_name_the_field_before_anything_runs() {
     let tmp = tempfile::tempdir().unwrap();
