@@ -47,7 +47,7 @@ enum Task {
     },
     /// Build muq in release and run a whole study (`muq sweep`), then its report.
     Sweep {
-        /// paper | original | extended | quick.
+        /// paper | original | extended | benchmark | quick.
         #[arg(long, default_value = "paper")]
         preset: String,
         /// CIFAR-10 directory (default: $CIFAR10_DIR, else data/cifar10, downloaded if missing).

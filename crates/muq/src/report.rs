@@ -453,6 +453,12 @@ pub struct Setup {
     pub methods: Vec<String>,
     /// BatchNorm policy of first-order unlearning, if configured.
     pub first_order_bn: Option<String>,
+    /// What computed the runs (`provenance.compute`: kernels and CPU
+    /// instruction-set level) with how many runs each, sorted; runs from
+    /// before it was recorded count as `unrecorded`. Runs computed on
+    /// different paths agree only to rounding.
+    #[serde(default)]
+    pub compute: Vec<(String, usize)>,
 }
 
 /// One epoch of the base models' training, over models.
@@ -758,6 +764,19 @@ fn build_group(
             .map(|m| m.state_name())
             .collect(),
         first_order_bn: first.config.first_order_bn().map(|b| enum_name(&b)),
+        compute: {
+            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+            for r in members {
+                let c = &r.result.provenance.compute;
+                let c = if c.is_empty() {
+                    "unrecorded"
+                } else {
+                    c.as_str()
+                };
+                *counts.entry(c.to_string()).or_default() += 1;
+            }
+            counts.into_iter().collect()
+        },
     };
     let has_headline = members
         .iter()
@@ -1127,11 +1146,17 @@ fn render_group(w: &mut String, report: &Report, g: &Group) {
         .first_order_bn
         .as_ref()
         .map_or_else(String::new, |b| format!(" · first-order `bn = {b}`"));
+    let compute = s
+        .compute
+        .iter()
+        .map(|(c, n)| format!("`{c}` ({n} runs)"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let _ = writeln!(
         w,
         "Setup: protocol `{}` · `train_on = {}` · width {} · {} epochs · {} training images · \
-         methods {}{}.\n",
-        s.protocol, s.train_on, s.width, s.epochs, n_train, methods, bn
+         methods {}{} · computed with {}.\n",
+        s.protocol, s.train_on, s.width, s.epochs, n_train, methods, bn, compute
     );
     for m in &g.modalities {
         let seeds: Vec<u64> = m.runs.iter().map(|r| r.seed).collect();

@@ -551,6 +551,8 @@ fn avg_gap_to_retrain_on_a_hand_built_pair() {
     assert!(!original.gap_to_retrain.contains_key("avg_gap"));
     let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
     assert!(md.contains("### Unlearning efficacy"), "{md}");
+    // What computed the runs is in the setup line.
+    assert!(md.contains("computed with `muq/x86-64` (2 runs)"), "{md}");
     assert!(
         md.contains("| `first_order` | 2 | 0.1250 ± 0.0250 | 0.9100 ± 0.0100 | 0.7950 ± 0.0050 | 0.2250 ± 0.0250 | 0.5000 ± 0.0000 | 0.1125 ± 0.0300 |"),
         "{md}"
