@@ -5,86 +5,43 @@
 //! model fits them (11 of 12 predicted as their flipped label, eval mode) and
 //! all 84 retained images.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
-use muq_data::{
-    Dataset, ModalityConfig, ModalityKind, Modification, Normalization, rng, synthetic,
-};
 use muq_resnet::{BnMode, Gradients, cross_entropy_sum};
-use muq_resnet::{Passes, Progress, ResNet, ResNetConfig, SgdConfig, TrainConfig, logits, train};
+use muq_resnet::{Passes, ResNet, SgdConfig, TrainConfig, logits};
 use muq_unlearn::{
     Diagnostics, FisherConfig, L1SparseConfig, Method, NegGradPlusConfig, RandomLabelConfig,
     SalunConfig, ScrubConfig, UnlearnContext, Unlearned, distill_kl, fisher_noise_variance,
     l1_alpha, saliency_mask, unlearn,
 };
 
+mod common;
+
+use common::{Fixture, ctx};
+
 const SEED: u64 = 11;
 const N: usize = 96;
-
-struct Fixture {
-    model: ResNet,
-    trained_on: Dataset,
-    modification: Modification,
-    train_config: TrainConfig,
-}
 
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let data = synthetic::generate(N, 0, SEED);
-        let cfg = ModalityConfig {
+        common::build(common::Spec {
+            n: N,
+            seed: SEED,
             remove_prop: 0.125,
             pool_prop: 0.125,
-            ..ModalityConfig::new(ModalityKind::Label)
-        };
-        let modification = Modification::draw(&cfg, &data.train, SEED).expect("modification");
-        let trained_on =
-            Dataset::modified(Arc::new(data.train), &modification, Normalization::CIFAR10);
-        let model_cfg = ResNetConfig {
             width: 8,
-            ..Default::default()
-        };
-        let model = ResNet::new(&model_cfg, &mut rng::stream(SEED, rng::INIT), &Device::Cpu)
-            .expect("model");
-        let train_config = TrainConfig {
-            epochs: 24,
-            batch_size: 16,
-            sgd: SgdConfig {
-                lr: 0.02,
-                ..Default::default()
+            train_config: TrainConfig {
+                epochs: 24,
+                batch_size: 16,
+                sgd: SgdConfig {
+                    lr: 0.02,
+                    ..Default::default()
+                },
             },
-        };
-        let all: Vec<usize> = (0..N).collect();
-        train(
-            &model,
-            &trained_on,
-            &all,
-            &train_config,
-            SEED,
-            Progress::Silent,
-        )
-        .expect("train");
-        Fixture {
-            model,
-            trained_on,
-            modification,
-            train_config,
-        }
+        })
     })
-}
-
-fn ctx(f: &Fixture) -> UnlearnContext<'_> {
-    UnlearnContext {
-        model: &f.model,
-        trained_on: &f.trained_on,
-        forget_data: &f.trained_on,
-        forget: &f.modification.forget,
-        retain: &f.modification.retain,
-        train_config: &f.train_config,
-        seed: SEED,
-        progress: Progress::Silent,
-    }
 }
 
 /// Eval-mode accuracy against the labels trained on.

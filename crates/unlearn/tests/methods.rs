@@ -4,12 +4,10 @@
 use std::sync::{Arc, OnceLock};
 
 use candle_core::{Device, Tensor};
-use muq_data::{
-    Dataset, ModalityConfig, ModalityKind, Modification, Normalization, rng, synthetic,
-};
+use muq_data::{Dataset, Normalization, rng};
 use muq_resnet::{
-    BnMode, BnPolicy, GradSumOptions, Gradients, Passes, Progress, Reduction, ResNet, ResNetConfig,
-    TrainConfig, grad_sum, logits, train,
+    BnMode, BnPolicy, GradSumOptions, Gradients, Passes, Progress, Reduction, ResNet, TrainConfig,
+    grad_sum, logits, train,
 };
 use muq_unlearn::{
     Curvature, Diagnostics, FineTuneConfig, FiniteDiffHvp, FirstOrderConfig, GaussNewtonHvp,
@@ -18,71 +16,30 @@ use muq_unlearn::{
 };
 use rand::Rng;
 
-const SEED: u64 = 5;
+mod common;
 
-struct Fixture {
-    model: ResNet,
-    /// The training set as trained on (modified: flipped labels in the pool).
-    trained_on: Dataset,
-    modification: Modification,
-    train_config: TrainConfig,
-}
+use common::{Fixture, ctx};
+
+const SEED: u64 = 5;
 
 /// A width-4 ResNet trained for 2 epochs on 48 synthetic images whose
 /// 24-image pool has flipped labels; 12 of the pool are to be forgotten.
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let data = synthetic::generate(48, 0, SEED);
-        let cfg = ModalityConfig {
+        common::build(common::Spec {
+            n: 48,
+            seed: SEED,
             remove_prop: 0.25,
             pool_prop: 0.5,
-            ..ModalityConfig::new(ModalityKind::Label)
-        };
-        let modification = Modification::draw(&cfg, &data.train, SEED).expect("modification");
-        let trained_on =
-            Dataset::modified(Arc::new(data.train), &modification, Normalization::CIFAR10);
-        let model_cfg = ResNetConfig {
             width: 4,
-            ..Default::default()
-        };
-        let model = ResNet::new(&model_cfg, &mut rng::stream(SEED, rng::INIT), &Device::Cpu)
-            .expect("model");
-        let train_config = TrainConfig {
-            epochs: 2,
-            batch_size: 8,
-            ..Default::default()
-        };
-        let all: Vec<usize> = (0..48).collect();
-        train(
-            &model,
-            &trained_on,
-            &all,
-            &train_config,
-            SEED,
-            Progress::Silent,
-        )
-        .expect("train");
-        Fixture {
-            model,
-            trained_on,
-            modification,
-            train_config,
-        }
+            train_config: TrainConfig {
+                epochs: 2,
+                batch_size: 8,
+                ..Default::default()
+            },
+        })
     })
-}
-
-fn ctx(f: &Fixture) -> UnlearnContext<'_> {
-    UnlearnContext {
-        model: &f.model,
-        trained_on: &f.trained_on,
-        forget_data: &f.trained_on,
-        forget: &f.modification.forget,
-        retain: &f.modification.retain,
-        train_config: &f.train_config,
-        seed: SEED,
-        progress: Progress::Silent,
-    }
 }
 
 fn values(t: &Tensor) -> Vec<f32> {
