@@ -55,6 +55,34 @@ pub enum CalibError {
     /// A confidence level outside the open interval (0, 1).
     #[error("confidence level must lie in (0, 1), got {0}")]
     InvalidLevel(f64),
+    /// A probability is NaN, infinite, or outside `[0, 1]`.
+    #[error("probability {value} at row {row}, column {column} is not in [0, 1]")]
+    InvalidProbability {
+        /// Zero-based row (sample) index.
+        row: usize,
+        /// Zero-based column (class) index.
+        column: usize,
+        /// The offending value.
+        value: f64,
+    },
+    /// A recalibrator needs at least two classes.
+    #[error("recalibration needs at least 2 classes, got {0}")]
+    TooFewClasses(usize),
+    /// A recalibrator or metric setting is out of its range.
+    #[error("invalid setting {name} = {value}: {expected}")]
+    InvalidSetting {
+        /// The setting's name, as in its config struct.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// A recalibrator name that is none of `ts, vs, ms, dirichlet, hist, iso, platt, sb`.
+    #[error(
+        "unknown recalibrator {0:?}: expected one of ts, vs, ms, dirichlet, hist, iso, platt, sb"
+    )]
+    UnknownRecalibrator(String),
     /// A bootstrap statistic evaluated to NaN or infinity.
     #[error("bootstrap statistic is not finite ({value}) on resample {resample}")]
     NonFiniteStatistic {

@@ -33,19 +33,35 @@
 #![deny(missing_docs)]
 
 mod bootstrap;
+mod brier;
+mod debiased;
 mod error;
 mod logits;
 mod metrics;
+mod recal;
+mod smooth;
 mod summary;
 mod temperature;
 
 pub use bootstrap::{BootstrapConfig, ConfidenceInterval, bootstrap_ci};
+pub use brier::{BrierBinning, BrierDecomposition, brier_decomposition};
+pub use debiased::{
+    CeBinning, CeMode, L2CeConfig, l2_calibration_error, l2_calibration_error_scores,
+};
 pub use error::{CalibError, Result};
 pub use logits::{LogitSlice, Logits, Predictions, log_softmax, softmax};
 pub use metrics::{
-    ReliabilityBin, ReliabilityDiagram, accuracy, adaptive_ece, brier, classwise_ece, ece, mce,
-    nll, reliability_diagram,
+    Norm, ReliabilityBin, ReliabilityDiagram, accuracy, adaptive_ece, brier, calibration_error,
+    classwise_ece, ece, mce, nll, reliability_diagram,
 };
+pub use recal::{
+    Calibrated, Calibrator, DirichletCalibration, FittedHistogram, FittedIsotonic, FittedLinear,
+    FittedPlatt, FittedScalingBinning, FittedTemperature, FittedVectorScaling, HistogramBinning,
+    HistogramMap, IsotonicCalibration, IsotonicMap, MatrixScaling, Method, Mode, NewtonConfig,
+    NewtonFit, PerMode, PlattMap, PlattScaling, RecalibrationConfig, Recalibrator, ScalingBinning,
+    ScalingBinningMap, TemperatureScaling, VectorScaling, fit_recalibrator,
+};
+pub use smooth::{SmoothEce, smooth_ece, smooth_ece_at, smooth_ece_scores};
 pub use summary::{MetricSet, Summary, summarize};
 pub use temperature::{
     TemperatureConfig, TemperatureFit, fit_temperature, fit_temperature_with, nll_at_temperature,

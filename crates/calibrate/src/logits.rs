@@ -174,6 +174,32 @@ pub(crate) fn check_labels(labels: &[usize], rows: usize, num_classes: usize) ->
     Ok(())
 }
 
+/// Checks a row-major probability matrix (shape, every value in `[0, 1]`)
+/// and returns its number of rows.
+pub(crate) fn check_probabilities(probs: &[f64], num_classes: usize) -> Result<usize> {
+    if num_classes == 0 {
+        return Err(CalibError::ZeroClasses);
+    }
+    if probs.is_empty() {
+        return Err(CalibError::Empty);
+    }
+    if probs.len() % num_classes != 0 {
+        return Err(CalibError::LengthMismatch {
+            what: "probabilities length (a multiple of num_classes)",
+            expected: probs.len().next_multiple_of(num_classes),
+            found: probs.len(),
+        });
+    }
+    if let Some(i) = probs.iter().position(|v| !(0.0..=1.0).contains(v)) {
+        return Err(CalibError::InvalidProbability {
+            row: i / num_classes,
+            column: i % num_classes,
+            value: probs[i],
+        });
+    }
+    Ok(probs.len() / num_classes)
+}
+
 /// Writes `softmax(row / temperature)` into `out` and returns the row's
 /// log-sum-exp of `row / temperature`.
 ///
@@ -286,6 +312,55 @@ impl Predictions {
         })
     }
 
+    /// Probabilities given directly (row-major, `num_classes` columns) paired
+    /// with `labels`: the predicted class is the first maximum of each row and
+    /// its confidence that maximum, as for softmax outputs.
+    ///
+    /// Use it for the output of any probabilistic model or recalibrator. The
+    /// rows are used as given (not renormalised); the per-sample NLL is
+    /// `−ln p[label]`, which is `+∞` where that probability is 0.
+    ///
+    /// # Errors
+    /// [`CalibError::ZeroClasses`], [`CalibError::Empty`],
+    /// [`CalibError::LengthMismatch`], [`CalibError::InvalidProbability`]
+    /// for a value that is NaN or outside `[0, 1]`, and label errors as in
+    /// [`Predictions::new`].
+    pub fn from_probabilities(probs: &[f64], num_classes: usize, labels: &[usize]) -> Result<Self> {
+        let rows = check_probabilities(probs, num_classes)?;
+        check_labels(labels, rows, num_classes)?;
+        let predicted = probs
+            .chunks_exact(num_classes)
+            .map(|r| argmax(r).0)
+            .collect();
+        Ok(Self::from_parts(
+            probs.to_vec(),
+            num_classes,
+            predicted,
+            labels,
+        ))
+    }
+
+    /// Builds predictions from validated parts: `predicted[i]` is the class
+    /// sample `i` predicts and its confidence is `probs[i][predicted[i]]`.
+    pub(crate) fn from_parts(
+        probs: Vec<f64>,
+        num_classes: usize,
+        predicted: Vec<usize>,
+        labels: &[usize],
+    ) -> Self {
+        let rows = probs.chunks_exact(num_classes);
+        let confidence = rows.clone().zip(&predicted).map(|(r, &c)| r[c]).collect();
+        let nll = rows.zip(labels).map(|(r, &y)| -r[y].ln()).collect();
+        Predictions {
+            probs,
+            nll,
+            confidence,
+            predicted,
+            labels: labels.to_vec(),
+            num_classes,
+        }
+    }
+
     /// The predictions of the samples at `indices` (repeats allowed), in that
     /// order; the building block for bootstrap resamples.
     ///
@@ -362,8 +437,8 @@ impl Predictions {
     }
 }
 
-/// Index and value of the first maximum.
-fn argmax(v: &[f64]) -> (usize, f64) {
+/// Index and value of the first maximum (`numpy.argmax`).
+pub(crate) fn argmax(v: &[f64]) -> (usize, f64) {
     let mut best = (0, v[0]);
     for (j, &x) in v.iter().enumerate().skip(1) {
         if x > best.1 {

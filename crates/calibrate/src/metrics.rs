@@ -80,7 +80,42 @@ pub struct ReliabilityDiagram {
     pub saturated: usize,
 }
 
+/// The norm under which binned calibration gaps are combined, see
+/// [`calibration_error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Norm {
+    /// `Σ_b (n_b/n) |acc_b − conf_b|`: the ECE.
+    #[default]
+    L1,
+    /// `√(Σ_b (n_b/n) (acc_b − conf_b)²)`: the RMS calibration error.
+    L2,
+    /// `max_b |acc_b − conf_b|` over non-empty bins: the maximum calibration error.
+    Linf,
+}
+
 impl ReliabilityDiagram {
+    /// The binned calibration error under `norm`: [`Norm::L1`] is
+    /// [`ece`](Self::ece), [`Norm::Linf`] is [`mce`](Self::mce), and
+    /// [`Norm::L2`] the RMS error with the same weights `n_b / n` (`n`
+    /// counting saturated samples, as the ECE does).
+    pub fn calibration_error(&self, norm: Norm) -> f64 {
+        match norm {
+            Norm::L1 => self.ece(),
+            Norm::Linf => self.mce(),
+            Norm::L2 => (self
+                .bins
+                .iter()
+                .filter_map(|b| {
+                    let gap = b.accuracy? - b.mean_confidence?;
+                    Some(b.count as f64 / self.n as f64 * gap * gap)
+                })
+                .sum::<f64>()
+                + 0.0)
+                .sqrt(),
+        }
+    }
+
     /// Expected calibration error: `Σ_b (count_b / n) · |accuracy_b − confidence_b|`.
     pub fn ece(&self) -> f64 {
         self.bins
@@ -150,6 +185,16 @@ pub fn reliability_diagram(p: &Predictions, bins: usize) -> Result<ReliabilityDi
 /// [`CalibError::ZeroBins`] if `bins == 0`.
 pub fn ece(p: &Predictions, bins: usize) -> Result<f64> {
     Ok(reliability_diagram(p, bins)?.ece())
+}
+
+/// Binned top-label calibration error under `norm` (L1 = [`ece`], L2 = RMS,
+/// Linf = [`mce`]), on the notebook's equal-width bins (see
+/// [`ReliabilityDiagram`]).
+///
+/// # Errors
+/// [`CalibError::ZeroBins`] if `bins == 0`.
+pub fn calibration_error(p: &Predictions, bins: usize, norm: Norm) -> Result<f64> {
+    Ok(reliability_diagram(p, bins)?.calibration_error(norm))
 }
 
 /// Maximum calibration error over the same bins as [`ece`]; always `≥ ece`.

@@ -6,7 +6,8 @@ use crate::error::{CalibError, Result};
 use crate::logits::{Logits, check_labels};
 
 /// Search settings for [`fit_temperature_with`].
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TemperatureConfig {
     /// Smallest temperature searched (> 0).
     pub min_temperature: f64,
