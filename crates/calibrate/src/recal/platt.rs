@@ -20,8 +20,9 @@ use crate::logits::Logits;
 /// `LogisticRegression(C=1e10, solver='lbfgs')` — the log-loss summed over
 /// samples plus `a² / (2C)` (the intercept unpenalised). muq solves that to
 /// its optimum by Newton's method; scikit-learn's lbfgs stops at its
-/// default `tol=1e-4`, which moves the probabilities by up to about `3e-4`
-/// on the reference fixture. [`Mode::TopLabel`] (`PlattTopCalibrator`) fits
+/// default `tol=1e-4`, which moves the top-label confidences by up to
+/// `2e-5` on the reference fixture (and one-vs-rest probabilities by up to
+/// `3e-4` on an earlier, more miscalibrated draw of it). [`Mode::TopLabel`] (`PlattTopCalibrator`) fits
 /// the top-label confidence against correctness; [`Mode::OneVsRest`] fits
 /// each class (as `PlattBinnerMarginalCalibrator`'s scaling step) and
 /// normalises each row. If every target is the same, no finite fit exists:
