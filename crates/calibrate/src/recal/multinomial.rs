@@ -85,7 +85,9 @@ pub(super) trait Objective {
 }
 
 /// Minimises `obj` from `theta` by Newton's method with a backtracking
-/// (Armijo) line search; the Newton system is solved by Cholesky, with a
+/// (Armijo) line search — full steps, kept while they shrink the gradient,
+/// once the predicted decrease is below the objective's resolution; the
+/// Newton system is solved by Cholesky, with a
 /// growing ridge added to the Hessian's diagonal when it is not numerically
 /// positive definite (an unregularised, over-parametrised fit).
 pub(super) fn newton(
@@ -113,6 +115,26 @@ pub(super) fn newton(
             step.clone_from(&grad);
             slope = grad.iter().map(|g| g * g).sum();
         }
+        iterations += 1;
+        if slope <= 1e-10 * f.abs().max(1.0) {
+            // The predicted decrease is within a few thousand ulps of the
+            // objective, too small for a line search to see: in this
+            // quadratic regime take the full Newton step, and keep it only
+            // if it shrinks the gradient.
+            for ((x, s), th) in trial.iter_mut().zip(&step).zip(&theta) {
+                *x = th - s;
+            }
+            let mut trial_grad = vec![0.0; d];
+            let f_new = obj.derivatives(&trial, &mut trial_grad, None);
+            if !(max_abs(&trial_grad) < gmax) {
+                break;
+            }
+            std::mem::swap(&mut theta, &mut trial);
+            grad = trial_grad;
+            f = f_new;
+            continue;
+        }
+        // Backtracking (Armijo) line search.
         let mut t = 1.0;
         let mut accepted = false;
         for _ in 0..60 {
@@ -120,13 +142,12 @@ pub(super) fn newton(
                 *x = th - t * s;
             }
             let f_new = obj.value(&trial);
-            if f_new <= f - 1e-4 * t * slope {
+            if f_new < f - 1e-4 * t * slope {
                 accepted = true;
                 break;
             }
             t *= 0.5;
         }
-        iterations += 1;
         if !accepted {
             // No decrease left to find at floating-point resolution.
             break;
@@ -301,7 +322,12 @@ impl Objective for FullLinear<'_> {
         let mut p = vec![0.0; k];
         let mut x = vec![1.0; m];
         let mut xx = vec![0.0; tri];
-        let mut coef = vec![0.0; pairs];
+        // Samples are taken BATCH at a time so that each block entry is
+        // loaded and stored once per batch rather than once per sample.
+        const BATCH: usize = 8;
+        let mut coef = vec![0.0; BATCH * pairs];
+        let mut xxs = vec![0.0; BATCH * tri];
+        let mut filled = 0;
         // Per class pair (a ≤ b), the upper triangle of Σ_i c_iab x_i x_iᵀ
         // with c_iab = p_ia [a = b] − p_ia p_ib.
         let want_hess = hess.is_some();
@@ -309,6 +335,21 @@ impl Objective for FullLinear<'_> {
             vec![0.0; pairs * tri]
         } else {
             Vec::new()
+        };
+        let flush = |blocks: &mut [f64], coef: &[f64], xxs: &[f64], filled: usize| {
+            for (q, block) in blocks.chunks_exact_mut(tri).enumerate() {
+                let mut c = [0.0; BATCH];
+                for (b, cb) in c.iter_mut().enumerate().take(filled) {
+                    *cb = coef[b * pairs + q];
+                }
+                for (t, dst) in block.iter_mut().enumerate() {
+                    let mut acc = *dst;
+                    for (b, cb) in c.iter().enumerate() {
+                        acc += cb * xxs[b * tri + t];
+                    }
+                    *dst = acc;
+                }
+            }
         };
         let mut total = 0.0;
         for (i, &y) in self.labels.iter().enumerate() {
@@ -322,6 +363,7 @@ impl Objective for FullLinear<'_> {
                 }
             }
             if want_hess {
+                let xx = &mut xxs[filled * tri..(filled + 1) * tri];
                 let mut t = 0;
                 for j in 0..m {
                     for l in j..m {
@@ -329,10 +371,11 @@ impl Objective for FullLinear<'_> {
                         t += 1;
                     }
                 }
+                let c = &mut coef[filled * pairs..(filled + 1) * pairs];
                 let mut q = 0;
                 for a in 0..k {
                     for b in a..k {
-                        coef[q] = if a == b {
+                        c[q] = if a == b {
                             p[a] - p[a] * p[a]
                         } else {
                             -p[a] * p[b]
@@ -340,12 +383,15 @@ impl Objective for FullLinear<'_> {
                         q += 1;
                     }
                 }
-                for (block, &c) in blocks.chunks_exact_mut(tri).zip(&coef) {
-                    for (dst, &v) in block.iter_mut().zip(&xx) {
-                        *dst += c * v;
-                    }
+                filled += 1;
+                if filled == BATCH {
+                    flush(&mut blocks, &coef, &xxs, filled);
+                    filled = 0;
                 }
             }
+        }
+        if want_hess && filled > 0 {
+            flush(&mut blocks, &coef, &xxs, filled);
         }
         let inv_n = 1.0 / n as f64;
         for g in grad.iter_mut() {

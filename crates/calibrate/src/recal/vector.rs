@@ -71,24 +71,18 @@ impl Objective for Diagonal<'_> {
         0.0
     }
 
-    fn nll_derivatives(
-        &self,
-        theta: &[f64],
-        grad: &mut [f64],
-        mut hess: Option<&mut [f64]>,
-    ) -> f64 {
+    fn nll_derivatives(&self, theta: &[f64], grad: &mut [f64], hess: Option<&mut [f64]>) -> f64 {
         let k = self.k;
-        let d = self.dim();
         let n = self.labels.len();
         grad.fill(0.0);
-        if let Some(h) = hess.as_deref_mut() {
-            h.fill(0.0);
-        }
         let mut s = vec![0.0; k];
         let mut p = vec![0.0; k];
         let mut total = 0.0;
-        // Index of w_j is j; of b_j (j < k − 1) is k + j.
-        let b_index = |j: usize| (j + 1 < k).then_some(k + j);
+        // With C_i = diag(p_i) − p_i p_iᵀ, the k × k sums Σ_i C_i[j,l] z_ij z_il,
+        // Σ_i C_i[j,l] z_il and Σ_i C_i[j,l].
+        let want_hess = hess.is_some();
+        let size = if want_hess { k * k } else { 0 };
+        let (mut zz, mut z1, mut one) = (vec![0.0; size], vec![0.0; size], vec![0.0; size]);
         for (i, &y) in self.labels.iter().enumerate() {
             let z = &self.z[i * k..(i + 1) * k];
             self.scores(theta, i, &mut s);
@@ -96,28 +90,21 @@ impl Objective for Diagonal<'_> {
             for j in 0..k {
                 let r = p[j] - if j == y { 1.0 } else { 0.0 };
                 grad[j] += r * z[j];
-                if let Some(bj) = b_index(j) {
-                    grad[bj] += r;
+                if j + 1 < k {
+                    grad[k + j] += r;
                 }
             }
-            if let Some(h) = hess.as_deref_mut() {
+            if want_hess {
                 for j in 0..k {
+                    let (pj, zj) = (p[j], z[j]);
+                    let row = j * k..(j + 1) * k;
+                    let (zz, z1, one) = (&mut zz[row.clone()], &mut z1[row.clone()], &mut one[row]);
                     for l in 0..k {
-                        let c = if j == l {
-                            p[j] - p[j] * p[j]
-                        } else {
-                            -p[j] * p[l]
-                        };
-                        h[j * d + l] += c * z[j] * z[l];
-                        if let Some(bl) = b_index(l) {
-                            h[j * d + bl] += c * z[j];
-                            if let Some(bj) = b_index(j) {
-                                h[bj * d + bl] += c;
-                            }
-                        }
-                        if let Some(bj) = b_index(j) {
-                            h[bj * d + l] += c * z[l];
-                        }
+                        let c = if j == l { pj - pj * pj } else { -pj * p[l] };
+                        let cz = c * z[l];
+                        one[l] += c;
+                        z1[l] += cz;
+                        zz[l] += cz * zj;
                     }
                 }
             }
@@ -127,8 +114,22 @@ impl Objective for Diagonal<'_> {
             *g *= inv_n;
         }
         if let Some(h) = hess {
-            for v in h.iter_mut() {
-                *v *= inv_n;
+            // Parameters: w_j at j, b_j (j < k − 1) at k + j. With z1[j, l] =
+            // Σ C[j,l] z_l, ∂²/∂w_l∂b_j = z1[j, l].
+            let d = self.dim();
+            h.fill(0.0);
+            for j in 0..k {
+                for l in 0..k {
+                    h[j * d + l] = zz[j * k + l] * inv_n;
+                    if j + 1 < k {
+                        let v = z1[j * k + l] * inv_n;
+                        h[(k + j) * d + l] = v;
+                        h[l * d + k + j] = v;
+                        if l + 1 < k {
+                            h[(k + j) * d + k + l] = one[j * k + l] * inv_n;
+                        }
+                    }
+                }
             }
         }
         total * inv_n
