@@ -183,7 +183,7 @@ pub(crate) fn check_probabilities(probs: &[f64], num_classes: usize) -> Result<u
     if probs.is_empty() {
         return Err(CalibError::Empty);
     }
-    if probs.len() % num_classes != 0 {
+    if !probs.len().is_multiple_of(num_classes) {
         return Err(CalibError::LengthMismatch {
             what: "probabilities length (a multiple of num_classes)",
             expected: probs.len().next_multiple_of(num_classes),

@@ -110,7 +110,7 @@ pub(super) fn newton(
         obj.derivatives(&theta, &mut grad, Some(&mut hess));
         let mut step = solve_spd(&hess, &grad, d);
         let mut slope: f64 = step.iter().zip(&grad).map(|(s, g)| s * g).sum();
-        if !(slope > 0.0) {
+        if slope.is_nan() || slope <= 0.0 {
             // Not a descent direction (numerically): fall back to the gradient.
             step.clone_from(&grad);
             slope = grad.iter().map(|g| g * g).sum();
@@ -126,7 +126,8 @@ pub(super) fn newton(
             }
             let mut trial_grad = vec![0.0; d];
             let f_new = obj.derivatives(&trial, &mut trial_grad, None);
-            if !(max_abs(&trial_grad) < gmax) {
+            let g_new = max_abs(&trial_grad);
+            if g_new.is_nan() || g_new >= gmax {
                 break;
             }
             std::mem::swap(&mut theta, &mut trial);
@@ -211,7 +212,7 @@ fn cholesky(h: &[f64], ridge: f64, scale: f64, d: usize, l: &mut [f64]) -> bool 
             let s: f64 = (0..j).map(|m| l[i * d + m] * l[j * d + m]).sum();
             if i == j {
                 let pivot = h[i * d + i] + ridge - s;
-                if !(pivot > 1e-13 * scale) {
+                if pivot.is_nan() || pivot <= 1e-13 * scale {
                     return false;
                 }
                 l[i * d + i] = pivot.sqrt();
@@ -321,7 +322,6 @@ impl Objective for FullLinear<'_> {
         let mut s = vec![0.0; k];
         let mut p = vec![0.0; k];
         let mut x = vec![1.0; m];
-        let mut xx = vec![0.0; tri];
         // Samples are taken BATCH at a time so that each block entry is
         // loaded and stored once per batch rather than once per sample.
         const BATCH: usize = 8;
