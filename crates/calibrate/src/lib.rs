@@ -30,6 +30,16 @@
 //! [`Predictions`] (softmax computed once, optionally at a temperature), then
 //! call the metric functions — or [`summarize`] for all of them, before and
 //! after temperature scaling, in one [`Summary`].
+//!
+//! Beyond temperature scaling, the calibration field's recalibrators — vector
+//! and matrix scaling, Dirichlet calibration, histogram binning, isotonic
+//! regression, Platt scaling, scaling-binning — share one [`Recalibrator`] →
+//! [`Calibrator`] interface and are fitted by name with [`fit_recalibrator`];
+//! their output ([`Calibrated`]) feeds the same metrics, plus smooth ECE
+//! ([`smooth_ece`]), the debiased L2 calibration error
+//! ([`l2_calibration_error`]), binned errors under a [`Norm`] and the Brier
+//! decomposition ([`brier_decomposition`]). Each is checked against the
+//! library that defines it (`tests/reference.rs`).
 #![deny(missing_docs)]
 
 mod bootstrap;
