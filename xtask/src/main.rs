@@ -78,13 +78,94 @@ fn project_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Whether `dir` holds a complete binary layout (sizes only: local copies,
-/// e.g. re-encoded ones, need not match the official checksums).
+/// Whether `dir` holds a complete binary layout (every file present at its
+/// full size). Whether it is the official archive's is [`official_copy`].
 fn layout_complete(dir: &Path) -> bool {
     LAYOUT
         .iter()
         .all(|(name, size)| std::fs::metadata(dir.join(name)).is_ok_and(|m| m.len() == *size))
         && dir.join(META).is_file()
+}
+
+/// The official archive's SHA-1 of each batch file: the list muq-data
+/// checks too (one file, read by both).
+const OFFICIAL_SHA1SUMS: &str = include_str!("../../crates/data/cifar10-official.sha1");
+
+/// The batch files of `dir` that differ from the official archive's
+/// (empty: an official copy).
+fn official_copy(dir: &Path) -> anyhow::Result<Vec<&'static str>> {
+    use sha1::{Digest as _, Sha1};
+    let mut differ = Vec::new();
+    for line in OFFICIAL_SHA1SUMS.lines() {
+        let Some((digest, name)) = line.split_once("  ") else {
+            continue;
+        };
+        let path = dir.join(name);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let got: String = Sha1::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if got != digest {
+            differ.push(name);
+        }
+    }
+    Ok(differ)
+}
+
+/// Scratch folders of earlier downloads that were interrupted (their
+/// process is gone) in `parent`: `.cifar10-download-<pid>`, made by
+/// [`download`] and by nothing else.
+fn stale_scratch(parent: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let pid: u32 = name.strip_prefix(SCRATCH_PREFIX)?.parse().ok()?;
+            let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+            (!alive && e.path().is_dir()).then(|| e.path())
+        })
+        .collect()
+}
+
+const SCRATCH_PREFIX: &str = ".cifar10-download-";
+
+/// Refuses a destination that exists and is not an empty folder (a folder
+/// that held a complete layout was dealt with before): the download never
+/// replaces or deletes a file it did not create.
+fn check_destination(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let empty = dir.is_dir()
+        && std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .next()
+            .is_none();
+    if !empty {
+        bail!(
+            "{} exists and is not an empty folder, and it does not hold a complete CIFAR-10 \
+             layout; nothing in it was changed. Pass --dir a new or empty folder (e.g. \
+             --dir {}), or move its contents away",
+            dir.display(),
+            dir.join("cifar10").display()
+        );
+    }
+    Ok(())
+}
+
+/// Moves a complete unpacked layout into `dir` (absent or an empty folder,
+/// see [`check_destination`]).
+fn install(unpacked: &Path, dir: &Path) -> anyhow::Result<()> {
+    check_destination(dir)?;
+    if dir.exists() {
+        std::fs::remove_dir(dir).with_context(|| format!("replacing empty {}", dir.display()))?;
+    }
+    std::fs::rename(unpacked, dir)
+        .with_context(|| format!("moving the dataset into {}", dir.display()))
 }
 
 fn how_to_get_it(dir: &Path) -> String {
@@ -99,49 +180,79 @@ fn how_to_get_it(dir: &Path) -> String {
 
 fn download(dir: &Path) -> anyhow::Result<()> {
     if layout_complete(dir) {
-        println!(
-            "CIFAR-10 already present in {}: nothing to do",
-            dir.display()
-        );
+        let differ = official_copy(dir)?;
+        if differ.is_empty() {
+            println!(
+                "CIFAR-10 already present in {}: nothing to do",
+                dir.display()
+            );
+        } else {
+            println!(
+                "a complete CIFAR-10 layout is already in {}, but {} of its files differ from \
+                 the official archive ({}): a re-encoded or converted copy, which muq reads; \
+                 nothing downloaded (move the folder away to fetch the official files)",
+                dir.display(),
+                differ.len(),
+                differ.join(", ")
+            );
+        }
         return Ok(());
     }
+    // Checked before the download too, so that no time is spent on it.
+    check_destination(dir)?;
     let parent = dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    for stale in stale_scratch(parent) {
+        println!(
+            "removing {} left by an interrupted download",
+            stale.display()
+        );
+        let _ = std::fs::remove_dir_all(&stale);
+    }
     // Everything happens in a scratch folder beside the destination, which is
     // renamed into place only when complete: never a half-written dataset.
-    let scratch = parent.join(format!(".cifar10-download-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&scratch);
+    // An interrupted download leaves it behind; the next one removes it.
+    let scratch = parent.join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let result = fetch_into(&scratch, dir);
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&scratch);
-    }
+    let _ = std::fs::remove_dir_all(&scratch);
     result
 }
 
+/// curl's arguments: fail on HTTP errors, follow redirects, a progress bar,
+/// and bounded time — give up on connecting after 20 s, on a transfer that
+/// stays below 10 kB/s for 60 s, and after 30 minutes in all.
+const CURL_ARGS: [&str; 12] = [
+    "--fail",
+    "--location",
+    "--progress-bar",
+    "--show-error",
+    "--connect-timeout",
+    "20",
+    "--speed-limit",
+    "10000",
+    "--speed-time",
+    "60",
+    "--max-time",
+    "1800",
+];
+
 fn fetch_into(scratch: &Path, dir: &Path) -> anyhow::Result<()> {
     let archive = scratch.join("cifar-10-binary.tar.gz");
-    println!("downloading {CIFAR_URL} …");
+    println!("downloading {CIFAR_URL} (162 MB) …");
     let status = Command::new("curl")
-        .args([
-            "--fail",
-            "--location",
-            "--silent",
-            "--show-error",
-            "--connect-timeout",
-            "20",
-            "-o",
-        ])
+        .args(CURL_ARGS)
+        .arg("-o")
         .arg(&archive)
         .arg(CIFAR_URL)
         .status();
     match status {
         Ok(s) if s.success() => {}
         Ok(s) => bail!(
-            "download failed (curl exit code {}): are you offline?\n{}",
+            "download failed (curl exit code {}; 28 means it timed out): are you offline?\n{}",
             s.code().unwrap_or(-1),
             how_to_get_it(dir)
         ),
@@ -171,14 +282,7 @@ fn fetch_into(scratch: &Path, dir: &Path) -> anyhow::Result<()> {
     if !layout_complete(&unpacked) {
         bail!("the archive did not contain the expected binary layout");
     }
-    if dir.exists() {
-        // An incomplete earlier copy: replace it whole.
-        std::fs::remove_dir_all(dir)
-            .with_context(|| format!("removing incomplete {}", dir.display()))?;
-    }
-    std::fs::rename(&unpacked, dir)
-        .with_context(|| format!("moving the dataset into {}", dir.display()))?;
-    std::fs::remove_dir_all(scratch)?;
+    install(&unpacked, dir)?;
     println!("CIFAR-10 ready in {}", dir.display());
     Ok(())
 }
@@ -334,6 +438,91 @@ mod tests {
             return;
         }
         assert!(layout_complete(&shared));
+    }
+
+    #[test]
+    fn a_destination_with_other_files_is_never_touched() {
+        let tmp = std::env::temp_dir().join(format!("xtask-install-{}", std::process::id()));
+        let unpacked = tmp.join("unpacked");
+        std::fs::create_dir_all(&unpacked).unwrap();
+        std::fs::write(unpacked.join("data_batch_1.bin"), b"new").unwrap();
+        // A folder with someone else's file (e.g. --dir ~/datasets or --dir .).
+        let busy = tmp.join("busy");
+        std::fs::create_dir_all(&busy).unwrap();
+        std::fs::write(busy.join("thesis.tex"), b"mine").unwrap();
+        let err = install(&unpacked, &busy).unwrap_err().to_string();
+        assert!(
+            err.contains("not an empty folder") && err.contains("--dir"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(busy.join("thesis.tex")).unwrap(), b"mine");
+        assert!(
+            check_destination(&busy).is_err(),
+            "refused before downloading"
+        );
+        // A regular file is refused too, and left alone.
+        let file = tmp.join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(install(&unpacked, &file).is_err());
+        assert_eq!(std::fs::read(&file).unwrap(), b"x");
+        // An empty folder or a new path is filled.
+        let empty = tmp.join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        install(&unpacked, &empty).unwrap();
+        assert_eq!(
+            std::fs::read(empty.join("data_batch_1.bin")).unwrap(),
+            b"new"
+        );
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn interrupted_downloads_scratch_is_found_and_nothing_else() {
+        let tmp = std::env::temp_dir().join(format!("xtask-scratch-{}", std::process::id()));
+        // No process has pid 4294967295: an interrupted download's folder.
+        let dead = tmp.join(format!("{SCRATCH_PREFIX}4294967295"));
+        let live = tmp.join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
+        let other = tmp.join(".cifar10-download-notapid");
+        for d in [&dead, &live, &other] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(tmp.join(format!("{SCRATCH_PREFIX}4294967294")), b"a file").unwrap();
+        assert_eq!(stale_scratch(&tmp), vec![dead]);
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn downloads_are_bounded_in_time_and_show_progress() {
+        let arg = |name: &str| {
+            let i = CURL_ARGS.iter().position(|a| *a == name).unwrap();
+            CURL_ARGS[i + 1].parse::<u32>().unwrap()
+        };
+        assert!(CURL_ARGS.contains(&"--progress-bar"));
+        assert!(!CURL_ARGS.contains(&"--silent"));
+        assert!(arg("--max-time") > 0 && arg("--speed-time") > 0 && arg("--speed-limit") > 0);
+    }
+
+    #[test]
+    fn the_official_checksums_are_the_layouts_files() {
+        let names: Vec<&str> = OFFICIAL_SHA1SUMS
+            .lines()
+            .filter_map(|l| l.split_once("  ").map(|(_, n)| n))
+            .collect();
+        let layout: Vec<&str> = LAYOUT.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, layout);
+        // A complete layout of the wrong bytes is found out by checksum.
+        let dir = std::env::temp_dir().join(format!("xtask-sha-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, size) in LAYOUT {
+            std::fs::File::create(dir.join(name))
+                .unwrap()
+                .set_len(size)
+                .unwrap();
+        }
+        std::fs::write(dir.join(META), "airplane\n").unwrap();
+        assert!(layout_complete(&dir));
+        assert_eq!(official_copy(&dir).unwrap(), layout);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

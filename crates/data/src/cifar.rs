@@ -98,35 +98,205 @@ fn resolve_dir(dir: &Path, base: &Path) -> PathBuf {
 /// [`DataError::Io`] for other read failures. Each names the file (and the
 /// record, where there is one).
 pub fn load_dir(dir: &Path) -> Result<Cifar10> {
-    let class_names = read_meta(&dir.join(META_FILE))?;
-    let mut train = ImageSet::empty();
-    for name in TRAIN_FILES {
-        train.extend(&read_batch_file(&dir.join(name))?);
-    }
-    let test = read_batch_file(&dir.join(TEST_FILE))?;
-    Ok(Cifar10 {
-        train,
-        test,
-        class_names,
-    })
+    load_dir_checked(dir).map(|(data, _)| data)
 }
 
-/// Reads one batch file (any whole number of records).
+/// The SHA-1 of each batch file of the official CIFAR-10 binary archive
+/// (`cifar-10-binary.tar.gz`), in `sha1sum` format: the list MXNet's
+/// `gluon.data.vision.CIFAR10` checks. `cargo xtask download` reads the
+/// same file.
+pub const OFFICIAL_SHA1SUMS: &str = include_str!("../cifar10-official.sha1");
+
+/// `(file name, hex SHA-1)` pairs of [`OFFICIAL_SHA1SUMS`].
+pub fn official_sha1() -> impl Iterator<Item = (&'static str, &'static str)> {
+    OFFICIAL_SHA1SUMS
+        .lines()
+        .filter_map(|l| l.split_once("  "))
+        .map(|(digest, name)| (name.trim(), digest.trim()))
+}
+
+/// One batch file as [`load_dir_checked`] found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileCheck {
+    /// The file name (`data_batch_1.bin` … `test_batch.bin`).
+    pub name: &'static str,
+    /// Records (images) it holds.
+    pub records: usize,
+    /// Hex SHA-1 of its bytes.
+    pub sha1: String,
+    /// Whether that is the official archive's file, byte for byte.
+    pub official: bool,
+}
+
+/// What [`load_dir_checked`] found out about a directory's batch files
+/// besides their contents: which are the official archive's and which are
+/// copies of one another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirCheck {
+    /// The five training files, then the test file.
+    pub files: Vec<FileCheck>,
+}
+
+impl DirCheck {
+    /// Whether every batch file is byte-identical to the official archive's.
+    pub fn all_official(&self) -> bool {
+        self.files.iter().all(|f| f.official)
+    }
+
+    /// Warnings a user should see, each naming the files: a batch file that
+    /// is a byte copy of another, and files that differ from the official
+    /// archive (expected of a re-encoded or converted copy, which still
+    /// works; results are then comparable only between runs on that copy).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, f) in self.files.iter().enumerate() {
+            if let Some(first) = self.files[..i].iter().find(|g| g.sha1 == f.sha1) {
+                out.push(format!(
+                    "{} is a byte-for-byte copy of {}: a CIFAR-10 directory holds six different \
+                     batches; {}",
+                    f.name,
+                    first.name,
+                    crate::error::FIX_HINT
+                ));
+            }
+        }
+        let differ: Vec<&str> = self
+            .files
+            .iter()
+            .filter(|f| !f.official)
+            .map(|f| f.name)
+            .collect();
+        if !differ.is_empty() {
+            out.push(format!(
+                "{} of {} batch files differ from the official CIFAR-10 archive ({}): fine for a \
+                 re-encoded or converted copy, but results are comparable only with runs on \
+                 the same copy (result.json records its checksums)",
+                differ.len(),
+                self.files.len(),
+                differ.join(", ")
+            ));
+        }
+        out
+    }
+}
+
+/// [`load_dir`], also reporting each batch file's SHA-1 and whether it is
+/// the official archive's (see [`DirCheck::warnings`]).
+///
+/// # Errors
+/// As [`load_dir`], plus [`DataError::NotADirectory`] when `dir` is a file
+/// and [`DataError::EmptyFile`] for a batch file of 0 bytes.
+pub fn load_dir_checked(dir: &Path) -> Result<(Cifar10, DirCheck)> {
+    if dir.is_file() {
+        return Err(DataError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
+    }
+    let class_names = read_meta(&dir.join(META_FILE))?;
+    let mut train = ImageSet::empty();
+    let mut files = Vec::with_capacity(TRAIN_FILES.len() + 1);
+    for name in TRAIN_FILES {
+        let (set, check) = read_checked(&dir.join(name), name)?;
+        train.extend(&set);
+        files.push(check);
+    }
+    let (test, check) = read_checked(&dir.join(TEST_FILE), TEST_FILE)?;
+    files.push(check);
+    Ok((
+        Cifar10 {
+            train,
+            test,
+            class_names,
+        },
+        DirCheck { files },
+    ))
+}
+
+fn read_checked(path: &Path, name: &'static str) -> Result<(ImageSet, FileCheck)> {
+    use sha1::{Digest as _, Sha1};
+    let bytes = read(path)?;
+    let sha1: String = Sha1::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let official = official_sha1().any(|(n, digest)| n == name && digest == sha1);
+    let set = parse_batch(path, &bytes)?;
+    let check = FileCheck {
+        name,
+        records: set.len(),
+        sha1,
+        official,
+    };
+    Ok((set, check))
+}
+
+/// Checks a directory's layout without reading the images: not a file,
+/// the class-name file holds ten names, and every batch file is present,
+/// non-empty and a whole number of records. [`load_dir`] checks all of
+/// this and the labels too; this is the cheap check a sweep makes before
+/// its first run.
+///
+/// # Errors
+/// As [`load_dir_checked`], except that labels are not read.
+pub fn check_dir(dir: &Path) -> Result<()> {
+    if dir.is_file() {
+        return Err(DataError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
+    }
+    read_meta(&dir.join(META_FILE))?;
+    for name in TRAIN_FILES.iter().chain([&TEST_FILE]) {
+        let path = dir.join(name);
+        let len = fs::metadata(&path)
+            .map_err(|source| {
+                if source.kind() == ErrorKind::NotFound {
+                    DataError::MissingFile {
+                        path: path.clone(),
+                        source,
+                    }
+                } else {
+                    DataError::Io {
+                        op: "read",
+                        path: path.clone(),
+                        source,
+                    }
+                }
+            })?
+            .len();
+        check_size(&path, len)?;
+    }
+    Ok(())
+}
+
+fn check_size(path: &Path, len: u64) -> Result<()> {
+    if len == 0 {
+        return Err(DataError::EmptyFile {
+            path: path.to_path_buf(),
+        });
+    }
+    let record = RECORD_BYTES as u64;
+    if !len.is_multiple_of(record) {
+        return Err(DataError::TruncatedFile {
+            path: path.to_path_buf(),
+            len,
+            record: (len / record) as usize,
+            partial: (len % record) as usize,
+        });
+    }
+    Ok(())
+}
+
+/// Reads one batch file (any whole number of records, at least one).
 ///
 /// # Errors
 /// As [`load_dir`], for this one file.
 pub fn read_batch_file(path: &Path) -> Result<ImageSet> {
-    let bytes = read(path)?;
+    parse_batch(path, &read(path)?)
+}
+
+fn parse_batch(path: &Path, bytes: &[u8]) -> Result<ImageSet> {
+    check_size(path, bytes.len() as u64)?;
     let records = bytes.len() / RECORD_BYTES;
-    let partial = bytes.len() % RECORD_BYTES;
-    if partial != 0 {
-        return Err(DataError::TruncatedFile {
-            path: path.to_path_buf(),
-            len: bytes.len() as u64,
-            record: records,
-            partial,
-        });
-    }
     let mut images = Vec::with_capacity(records * IMAGE_BYTES);
     let mut labels = Vec::with_capacity(records);
     for (record, chunk) in bytes.chunks_exact(RECORD_BYTES).enumerate() {
@@ -201,6 +371,16 @@ fn read_meta(path: &Path) -> Result<Vec<String>> {
 pub fn write_dir(dir: &Path, data: &Cifar10, records_per_file: usize) -> Result<()> {
     let n = data.train.len();
     let files = TRAIN_FILES.len();
+    if n < files || data.test.is_empty() {
+        return Err(DataError::InvalidArgument {
+            name: "data",
+            reason: format!(
+                "{n} training and {} test images cannot fill the layout: every batch file \
+                 needs at least one record (at least {files} training and 1 test image)",
+                data.test.len()
+            ),
+        });
+    }
     if records_per_file
         .checked_mul(files)
         .is_none_or(|cap| cap < n)

@@ -34,6 +34,24 @@ pub enum DataError {
         source: std::io::Error,
     },
 
+    /// A batch file holds no records at all.
+    #[error("CIFAR-10 file {} is empty (0 bytes); {FIX_HINT}", path.display())]
+    EmptyFile {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// The data directory is not a directory.
+    #[error(
+        "{} is not a CIFAR-10 directory: it is a file; pass the folder that holds \
+         data_batch_1.bin … test_batch.bin",
+        path.display()
+    )]
+    NotADirectory {
+        /// The path given.
+        path: PathBuf,
+    },
+
     /// A batch file's size is not a whole number of 3,073-byte records.
     #[error(
         "CIFAR-10 file {} is {len} bytes, not a multiple of {record_bytes}: record {record} \

@@ -60,7 +60,7 @@ pub mod rng;
 mod split;
 pub mod synthetic;
 
-pub use cifar::{CLASS_NAMES, Cifar10, load_dir, write_dir};
+pub use cifar::{CLASS_NAMES, Cifar10, DirCheck, FileCheck, load_dir, load_dir_checked, write_dir};
 pub use dataset::{Batches, Dataset, NOISE_CLAMP, epoch_order};
 pub use error::{DataError, Result};
 pub use image_set::ImageSet;

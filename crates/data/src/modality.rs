@@ -165,6 +165,16 @@ impl ModalityConfig {
                 ),
             });
         }
+        if forget >= n_train {
+            return Err(DataError::InvalidConfig {
+                field: "remove_prop",
+                reason: format!(
+                    "{} of {n_train} training images forgets all {forget} of them and leaves \
+                     none to retain; use a proportion below 1 (the spec uses 0.05)",
+                    self.remove_prop
+                ),
+            });
+        }
         let pool = self.pool_size(n_train);
         if forget > pool {
             return Err(DataError::InvalidConfig {
@@ -305,6 +315,15 @@ impl Modification {
                     reason: format!(
                         "class {class} has no image in the training set of {n}; choose a \
                          class present in the data"
+                    ),
+                });
+            }
+            if m.forget.len() == n {
+                return Err(DataError::InvalidConfig {
+                    field: "class",
+                    reason: format!(
+                        "every one of the {n} training images is of class {class}: forgetting \
+                         it leaves none to retain; use data with more than one class"
                     ),
                 });
             }

@@ -47,10 +47,11 @@ fn round_trip_with_one_record_per_file() {
 #[test]
 fn reads_files_of_any_record_count() {
     // Files written by hand with 0, 1, 2, 3 and 4 records.
-    let data = synthetic::generate(10, 3, 1);
+    let data = synthetic::generate(15, 3, 1);
     let dir = tempfile::tempdir().unwrap();
     let mut start = 0;
     for (k, name) in TRAIN_FILES.iter().enumerate() {
+        let k = k + 1;
         let mut bytes = Vec::new();
         for i in start..start + k {
             bytes.push(data.train.labels()[i]);
@@ -69,6 +70,86 @@ fn reads_files_of_any_record_count() {
     let back = load_dir(dir.path()).unwrap();
     assert_eq!(back.train, data.train);
     assert_eq!(back.test, data.test);
+    // But not none: an empty file is an error naming it, not 10,000 images
+    // silently missing from the training set.
+    for name in [TRAIN_FILES[2], TEST_FILE] {
+        let path = dir.path().join(name);
+        let kept = fs::read(&path).unwrap();
+        fs::write(&path, b"").unwrap();
+        for err in [
+            load_dir(dir.path()).unwrap_err(),
+            muq_data::cifar::check_dir(dir.path()).unwrap_err(),
+        ] {
+            assert!(matches!(&err, DataError::EmptyFile { path } if path.ends_with(name)));
+            let msg = err.to_string();
+            assert!(
+                msg.contains(name) && msg.contains("cargo xtask download"),
+                "{msg}"
+            );
+        }
+        fs::write(&path, kept).unwrap();
+    }
+    muq_data::cifar::check_dir(dir.path()).unwrap();
+}
+
+/// Each batch file's SHA-1 is compared with the official archive's, and a
+/// file that is a byte copy of another is named.
+#[test]
+fn copies_and_unofficial_files_are_warned_about() {
+    let (dir, data) = written(20, 4, 4);
+    let (back, check) = muq_data::load_dir_checked(dir.path()).unwrap();
+    assert_eq!(back, data);
+    assert_eq!(check.files.len(), 6);
+    assert!(
+        !check.all_official(),
+        "generated data is not the official archive"
+    );
+    let warnings = check.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("6 of 6 batch files differ"),
+        "{warnings:?}"
+    );
+    // The SHA-1 is of the whole file's bytes.
+    for f in &check.files {
+        use sha1::Digest as _;
+        let bytes = fs::read(dir.path().join(f.name)).unwrap();
+        let want: String = sha1::Sha1::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(f.sha1, want, "{}", f.name);
+    }
+    fs::copy(
+        dir.path().join(TRAIN_FILES[0]),
+        dir.path().join(TRAIN_FILES[3]),
+    )
+    .unwrap();
+    let (_, check) = muq_data::load_dir_checked(dir.path()).unwrap();
+    let w = check.warnings();
+    assert!(
+        w.iter()
+            .any(|w| w.contains("data_batch_4.bin is a byte-for-byte copy of data_batch_1.bin")),
+        "{w:?}"
+    );
+    // The published list names the six files of the layout.
+    let names: Vec<&str> = muq_data::cifar::official_sha1().map(|(n, _)| n).collect();
+    assert_eq!(names[..5], TRAIN_FILES);
+    assert_eq!(names[5], TEST_FILE);
+}
+
+/// A file where the directory should be is named as such, not "missing".
+#[test]
+fn a_file_given_as_the_directory_is_named() {
+    let (dir, _) = written(10, 2, 2);
+    let file = dir.path().join(TRAIN_FILES[0]);
+    for err in [
+        load_dir(&file).unwrap_err(),
+        muq_data::cifar::check_dir(&file).unwrap_err(),
+    ] {
+        assert!(matches!(err, DataError::NotADirectory { .. }), "{err:?}");
+        assert!(err.to_string().contains("it is a file"), "{err}");
+    }
 }
 
 #[test]

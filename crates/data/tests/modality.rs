@@ -314,14 +314,23 @@ fn invalid_configurations_name_their_field() {
     };
     assert!(ok.validate(100).is_ok());
     assert_eq!(Modification::draw(&ok, &set, 1).unwrap().forget.len(), 30);
-    // The edges of (0, 1] are fine.
-    let all = ModalityConfig {
-        remove_prop: 1.0,
+    // A pool of everything is fine, and so is forgetting all but one image.
+    let most = ModalityConfig {
+        remove_prop: 0.99,
         pool_prop: 1.0,
         ..base
     };
-    let m = Modification::draw(&all, &set, 1).unwrap();
-    assert_eq!((m.forget.len(), m.retain.len()), (100, 0));
+    let m = Modification::draw(&most, &set, 1).unwrap();
+    assert_eq!((m.forget.len(), m.retain.len()), (99, 1));
+    // Forgetting every image leaves nothing to retain: refused, naming the
+    // field, before any data is touched.
+    let all = ModalityConfig {
+        remove_prop: 1.0,
+        ..most
+    };
+    let err = Modification::draw(&all, &set, 1).unwrap_err();
+    assert!(err.to_string().contains("none to retain"), "{err}");
+    assert_eq!(field_of(err), "remove_prop");
     // An empty training set has an empty forget set.
     assert_eq!(
         field_of(cfg(ModalityKind::Random).validate(0).unwrap_err()),

@@ -14,8 +14,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context as _, bail};
-use candle_core::{D, DType, Device, Tensor};
+use anyhow::bail;
+use candle_core::{D, DType, Tensor};
+use clap::builder::TypedValueParser as _;
 use muq_data::{Dataset, Normalization, rng, synthetic};
 use muq_resnet::bench::{OpTiming, median, op_timings};
 use muq_resnet::kernels::profile;
@@ -34,8 +35,9 @@ pub struct BenchArgs {
     /// Model width (64 = full-size ResNet-18).
     #[arg(long, default_value_t = 64)]
     pub width: usize,
-    /// Images per training step, eval batch and gradient batch.
-    #[arg(long, default_value_t = 128)]
+    /// Images per training step, eval batch and gradient batch (2 to 8,192).
+    #[arg(long, default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(2..=8192).map(|v| v as usize))]
     pub batch: usize,
     /// Timed training steps (and eval batches); the median is reported.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
@@ -50,7 +52,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = Kernels::Muq)]
     pub kernels: Kernels,
     /// Images in the timed gradient sum (0 skips it).
-    #[arg(long, default_value_t = 2500)]
+    #[arg(long, default_value_t = 2500,
+          value_parser = clap::value_parser!(u32).range(1..=50_000).map(|v| v as usize))]
     pub grad_images: usize,
     /// Also time single ops (convolutions, BatchNorm) at each stage's shape.
     #[arg(long)]
@@ -111,21 +114,6 @@ pub struct BenchReport {
     pub ops: Vec<OpTiming>,
 }
 
-/// Parses `cpu`, `cuda` or `cuda:N`.
-pub fn parse_device(s: &str) -> anyhow::Result<Device> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => {
-            Device::new_cuda(0).context("--device cuda (was muq built with --features cuda?)")
-        }
-        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => Device::new_cuda(n)
-                .with_context(|| format!("--device {s} (was muq built with --features cuda?)")),
-            _ => bail!("unknown --device `{s}`: use cpu, cuda or cuda:N"),
-        },
-    }
-}
-
 /// The process's peak resident memory in MiB, from `/proc/self/status`.
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -153,19 +141,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let report = measure(args)?;
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        crate::stdout::println(&serde_json::to_string(&report)?)
     } else {
-        print_table(&report);
+        crate::stdout::print(&format_table(&report))
     }
-    Ok(())
 }
 
 /// Runs the benchmark.
 pub fn measure(args: &BenchArgs) -> anyhow::Result<BenchReport> {
-    if args.batch < 2 {
-        bail!("--batch must be at least 2 (training-mode BatchNorm needs a batch)");
-    }
-    let device = parse_device(&args.device)?;
+    let device = crate::device::open(&args.device)?;
     let config = ResNetConfig {
         width: args.width,
         ..Default::default()
@@ -285,22 +269,28 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     })
 }
 
-fn print_table(r: &BenchReport) {
-    println!(
+fn format_table(r: &BenchReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "muq bench: width {}, batch {}, {} kernels on {} ({} threads), median of {} steps",
         r.width, r.batch, r.kernels, r.device, r.threads, r.steps
     );
-    let row = |name: &str, ms: f64| println!("  {name:<22} {ms:>10.1} ms");
-    row("train step", r.train_step_ms);
+    let row = |out: &mut String, name: &str, ms: f64| {
+        let _ = writeln!(out, "  {name:<22} {ms:>10.1} ms");
+    };
+    row(&mut out, "train step", r.train_step_ms);
     if let Some(c) = r.train_step_cpu_ms {
-        row("  (CPU time)", c);
+        row(&mut out, "  (CPU time)", c);
     }
-    row("  forward + loss", r.forward_ms);
-    row("  backward", r.backward_ms);
-    row("  optimiser", r.optimizer_ms);
+    row(&mut out, "  forward + loss", r.forward_ms);
+    row(&mut out, "  backward", r.backward_ms);
+    row(&mut out, "  optimiser", r.optimizer_ms);
     let k = &r.kernel_ms;
     if k.total_ms() > 0.0 {
-        println!(
+        let _ = writeln!(
+            out,
             "    in muq kernels: conv fwd {:.0}, conv dx {:.0}, conv dw {:.0}, bn fwd {:.0}, \
              bn bwd {:.0}; other {:.0} ms",
             k.conv_fwd_ms,
@@ -311,20 +301,26 @@ fn print_table(r: &BenchReport) {
             r.train_step_ms - k.total_ms()
         );
     }
-    row("eval batch", r.eval_batch_ms);
+    row(&mut out, "eval batch", r.eval_batch_ms);
     if let Some(ms) = r.grad_sum_ms {
-        row(&format!("grad_sum ({} images)", r.grad_images), ms);
+        row(
+            &mut out,
+            &format!("grad_sum ({} images)", r.grad_images),
+            ms,
+        );
     }
-    match r.peak_rss_mib {
-        Some(m) => println!("  {:<22} {m:>10.0} MiB", "peak RSS"),
-        None => println!("  {:<22} {:>10}", "peak RSS", "n/a"),
-    }
-    println!(
+    let _ = match r.peak_rss_mib {
+        Some(m) => writeln!(out, "  {:<22} {m:>10.0} MiB", "peak RSS"),
+        None => writeln!(out, "  {:<22} {:>10}", "peak RSS", "n/a"),
+    };
+    let _ = writeln!(
+        out,
         "  {:<22} {:>10.1} min",
         format!("epoch ({EPOCH_STEPS} steps)"),
         r.epoch_min
     );
     for op in &r.ops {
-        println!("  {:<12} {:<24} {:>10.2} ms", op.op, op.shape, op.ms);
+        let _ = writeln!(out, "  {:<12} {:<24} {:>10.2} ms", op.op, op.shape, op.ms);
     }
+    out
 }

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use muq_resnet::Progress;
 
 use crate::config::RunConfig;
@@ -36,6 +35,9 @@ impl CommonArgs {
                  with data_batch_1.bin … test_batch.bin (`cargo xtask download` fetches one)"
             ),
         };
+        if dir.exists() && !dir.is_dir() {
+            return Err(muq_data::DataError::NotADirectory { path: dir }.into());
+        }
         if !dir.is_dir() {
             anyhow::bail!(
                 "CIFAR-10 directory {} does not exist: pass --data-dir DIR or set CIFAR10_DIR \
@@ -88,9 +90,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         device: crate::device::open(&args.common.device)?,
         progress: args.common.progress(),
     };
-    let result = crate::run::run(&cfg, &opts).context("the run failed")?;
+    let result = crate::run::run(&cfg, &opts)?;
     if !args.common.quiet {
-        crate::summary::print_run(&result);
+        crate::summary::print_run(&result)?;
     }
     Ok(())
 }

@@ -48,6 +48,11 @@ use muq_resnet::{BnPolicy, ResNetConfig, SgdConfig, TrainConfig};
 use muq_unlearn::Method;
 use serde::{Deserialize, Serialize};
 
+/// The most bins a binned calibration error may have (`eval.bins`,
+/// `muq metrics --bins`): far beyond any useful resolution, and a bound on
+/// the memory they take.
+pub const MAX_BINS: u32 = 10_000;
+
 /// A configuration error: the field (as a dotted TOML path) and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -320,11 +325,8 @@ impl RunConfig {
         } else {
             format!("{origin} with overrides {}", overrides.join(" "))
         };
-        let cfg: RunConfig =
-            RunConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
-                origin,
-                message: e.to_string(),
-            })?;
+        let cfg: RunConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| schema_error(e, &origin))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -359,6 +361,18 @@ impl RunConfig {
             })
         };
         self.model.validate().map_err(|e| prefixed("model", e))?;
+        if self.model.num_classes != muq_data::NUM_CLASSES {
+            return invalid(
+                "model.num_classes",
+                format!(
+                    "{} does not fit CIFAR-10, whose labels are the {n} classes 0-{}: set \
+                     model.num_classes = {n} or leave it out",
+                    self.model.num_classes,
+                    muq_data::NUM_CLASSES - 1,
+                    n = muq_data::NUM_CLASSES
+                ),
+            );
+        }
         if let Err(muq_data::DataError::InvalidConfig { field, reason }) =
             self.modality.validate_values()
         {
@@ -368,8 +382,14 @@ impl RunConfig {
             .config()
             .validate()
             .map_err(|e| prefixed("train", e))?;
-        if self.eval.bins == 0 {
-            return invalid("eval.bins", "must be at least 1 (the spec uses 10)".into());
+        if self.eval.bins == 0 || self.eval.bins > MAX_BINS as usize {
+            return invalid(
+                "eval.bins",
+                format!(
+                    "{} is not in 1..={MAX_BINS} (the spec uses 10)",
+                    self.eval.bins
+                ),
+            );
         }
         let mut features = self.eval.mia_features.clone();
         features.sort_by_key(|f| f.name());
@@ -434,6 +454,30 @@ impl RunConfig {
     /// reports).
     pub fn first_order_bn(&self) -> Option<BnPolicy> {
         self.unlearn.iter().find_map(|m| m.first_order_bn())
+    }
+}
+
+/// A value that does not fit the schema (wrong type, negative count, unknown
+/// key), as an error naming the field: `config field `train.epochs`:
+/// invalid type: string "abc", expected a whole number >= 0 (in …)`.
+fn schema_error(e: serde_path_to_error::Error<toml::de::Error>, origin: &str) -> ConfigError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let message = inner
+        .message()
+        .replace("expected usize", "expected a whole number >= 0")
+        .replace("expected u64", "expected a whole number >= 0")
+        .replace("expected u8", "expected a whole number from 0 to 255")
+        .replace("expected f64", "expected a number");
+    if path.is_empty() || path == "." {
+        return ConfigError::Parse {
+            origin: origin.to_string(),
+            message,
+        };
+    }
+    ConfigError::Invalid {
+        field: path,
+        reason: format!("{message} (in {origin})"),
     }
 }
 

@@ -11,14 +11,20 @@ pub fn open(name: &str) -> anyhow::Result<Device> {
         "cuda" => 0,
         s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(n)) => n,
-            _ => anyhow::bail!("unknown device `{name}`: use cpu, cuda or cuda:N (e.g. cuda:0)"),
+            _ => {
+                return Err(crate::exit::InvalidInput(format!(
+                    "unknown --device `{name}`: use cpu, cuda or cuda:N (e.g. cuda:0)"
+                ))
+                .into());
+            }
         },
     };
     if !candle_core::utils::cuda_is_available() {
-        anyhow::bail!(
-            "device `{name}` asked for, but this muq was built without CUDA support: \
+        return Err(crate::exit::InvalidInput(format!(
+            "--device `{name}` asked for, but this muq was built without CUDA support: \
              rebuild with `--features cuda` (see docs/experiment.md) or use --device cpu"
-        );
+        ))
+        .into());
     }
     Device::new_cuda(ordinal).map_err(|e| {
         anyhow::anyhow!("cannot open CUDA device {ordinal} (`{name}`): {e}; check nvidia-smi or use --device cpu")

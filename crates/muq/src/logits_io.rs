@@ -144,14 +144,24 @@ fn content_lines<'t>(path: &Path, text: &'t str) -> Result<Vec<(usize, &'t str)>
 ///
 /// # Errors
 /// [`LoadError::Io`] if unreadable; [`LoadError::Input`] for an empty file,
-/// unparsable or non-finite values, ragged rows or a bad `.npy` array.
+/// unparsable or non-finite values, ragged rows, fewer than two columns or
+/// a bad `.npy` array.
 pub fn read_logits(path: &Path) -> Result<LogitsTable, LoadError> {
-    if is_npy(path) {
-        let bytes = read_bytes(path)?;
-        return Ok(npy::logits(path, &bytes)?);
+    let table = if is_npy(path) {
+        npy::logits(path, &read_bytes(path)?)?
+    } else {
+        parse_logits_csv(path, &read_text(path)?)?
+    };
+    if table.num_classes < 2 {
+        return Err(InputError::new(
+            path,
+            Location::File,
+            "one column: logits need one column per class and at least two classes \
+             (a one-class classifier has no calibration to measure)",
+        )
+        .into());
     }
-    let text = read_text(path)?;
-    Ok(parse_logits_csv(path, &text)?)
+    Ok(table)
 }
 
 fn parse_logits_csv(path: &Path, text: &str) -> Result<LogitsTable, InputError> {
@@ -311,16 +321,40 @@ mod npy {
 
     fn parse<'b>(path: &Path, bytes: &'b [u8]) -> Result<Array<'b>, InputError> {
         const MAGIC: &[u8] = b"\x93NUMPY";
-        if bytes.len() < 10 || &bytes[..6] != MAGIC {
+        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
             return Err(err(path, "not a .npy file (bad magic string)"));
         }
-        let (header_len, start) = match bytes[6] {
+        let Some(&version) = bytes.get(6) else {
+            return Err(err(
+                path,
+                "truncated .npy file: it ends before its format version",
+            ));
+        };
+        let prefix = match version {
+            1 => 10,
+            _ => 12,
+        };
+        let (header_len, start) = match version {
+            1..=3 if bytes.len() < prefix => {
+                return Err(err(
+                    path,
+                    format!(
+                        "truncated .npy file: {} bytes, too short for a version-{version} header",
+                        bytes.len(),
+                    ),
+                ));
+            }
             1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
-            2 | 3 if bytes.len() >= 12 => (
+            2 | 3 => (
                 u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
                 12,
             ),
-            v => return Err(err(path, format!("unsupported .npy format version {v}"))),
+            v => {
+                return Err(err(
+                    path,
+                    format!("unsupported .npy format version {v} (versions 1, 2 and 3 are read)"),
+                ));
+            }
         };
         let header = bytes
             .get(start..start + header_len)

@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use muq::logits_io::is_input_error;
 use muq::metrics::MetricsArgs;
 
 /// Measure how machine unlearning changes a classifier's calibration.
@@ -34,11 +33,6 @@ enum Command {
     Report(muq::report::ReportArgs),
 }
 
-/// Exit status for invalid input data (bad numbers, shapes, labels).
-const EXIT_INPUT: u8 = 2;
-/// Exit status for every other failure.
-const EXIT_FAILURE: u8 = 1;
-
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Metrics(args) => muq::metrics::run(&args),
@@ -62,13 +56,11 @@ fn main() -> anyhow::Result<ExitCode> {
     match dispatch(cli.command) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(err) => {
-            // `{:#}` prints the whole chain on one line: "context: cause: root".
-            eprintln!("error: {err:#}");
-            let code = if err.chain().any(is_input_error) {
-                EXIT_INPUT
-            } else {
-                EXIT_FAILURE
-            };
+            let code = muq::exit::code(&err);
+            if code != muq::exit::SUCCESS {
+                // `{:#}` prints the whole chain on one line: "context: cause: root".
+                eprintln!("error: {err:#}");
+            }
             Ok(ExitCode::from(code))
         }
     }

@@ -26,8 +26,9 @@ pub struct MetricsArgs {
     /// Labels of the calibration set.
     #[arg(long, value_name = "FILE", requires = "cal_logits")]
     pub cal_labels: Option<PathBuf>,
-    /// Number of bins of the binned calibration errors.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Number of bins of the binned calibration errors (1 to 10,000).
+    #[arg(long, default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=crate::config::MAX_BINS as i64))]
     pub bins: u32,
 }
 
@@ -208,6 +209,5 @@ pub fn compute(args: &MetricsArgs) -> anyhow::Result<MetricsReport> {
 /// As [`compute`].
 pub fn run(args: &MetricsArgs) -> anyhow::Result<()> {
     let report = compute(args)?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
+    crate::stdout::println(&serde_json::to_string_pretty(&report)?)
 }

@@ -16,6 +16,7 @@
 //! sorted, floats are formatted deterministically and nothing records the
 //! time.
 
+use crate::exit::InvalidInput;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -57,15 +58,14 @@ pub struct ReportArgs {
 pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     let out = args.out.clone().unwrap_or_else(|| args.results_dir.clone());
     let written = write_report(&args.results_dir, &out)?;
-    println!(
+    crate::stdout::println(&format!(
         "muq report: {} runs in {} group(s) → {} ({} figure files under {})",
         written.runs,
         written.groups,
         out.join("summary.md").display(),
         written.figures.len(),
         out.join("figures").display()
-    );
-    Ok(())
+    ))
 }
 
 /// What [`write_report`] wrote.
@@ -126,20 +126,23 @@ pub struct LoadedRun {
 /// read or parsed (the error names the file).
 pub fn load_results(dir: &Path) -> anyhow::Result<Vec<LoadedRun>> {
     if !dir.is_dir() {
-        bail!(
-            "results directory {} does not exist or is not a directory",
+        return Err(InvalidInput(format!(
+            "results directory {} does not exist or is not a directory: pass the --out folder \
+             of `muq sweep` or `muq run`",
             dir.display()
-        );
+        ))
+        .into());
     }
     let mut files = Vec::new();
     find_results(dir, &mut files)?;
     files.sort();
     if files.is_empty() {
-        bail!(
+        return Err(InvalidInput(format!(
             "no result.json found under {}: point `muq report` at the --out directory of \
              `muq sweep` or `muq run` (it holds runs/<name>/result.json)",
             dir.display()
-        );
+        ))
+        .into());
     }
     files
         .into_iter()

@@ -53,9 +53,11 @@ pub struct DataInfo {
 /// Where and with what a run was computed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
-    /// `git rev-parse HEAD` of the source tree, if it is a checkout.
+    /// The git commit the binary was built from (recorded at build time;
+    /// `None` when not built from a checkout).
     pub git_commit: Option<String>,
-    /// Whether that checkout had uncommitted changes.
+    /// Whether the build's code differed from that commit (see
+    /// [`git_state`]).
     pub git_dirty: Option<bool>,
     /// muq's version.
     pub muq_version: String,
@@ -187,26 +189,28 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
 /// Reads a `result.json`.
 pub fn read_result(path: &Path) -> anyhow::Result<RunResult> {
     let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&text).with_context(|| format!("{} is not a muq result", path.display()))
+    serde_json::from_slice(&text).map_err(|e| {
+        crate::exit::InvalidInput(format!(
+            "{} is not a muq result ({e}): remove it or rerun the run that wrote it",
+            path.display()
+        ))
+        .into()
+    })
 }
 
-/// The git commit and dirty flag of the source tree muq was built from.
+/// The git commit muq was built from, and whether its code (`crates/`,
+/// `xtask/`, `Cargo.toml`, `Cargo.lock`, `rust-toolchain.toml`) differed
+/// from that commit: recorded at build time by `build.rs`, so a moved
+/// binary, or one run where `git` is not on `PATH`, still names its own
+/// build. `None` when it was not built from a git checkout.
 pub fn git_state() -> (Option<String>, Option<bool>) {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    let commit = Some(env!("MUQ_GIT_COMMIT"))
+        .filter(|c| !c.is_empty())
+        .map(str::to_string);
+    let dirty = match env!("MUQ_GIT_DIRTY") {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
     };
-    let commit = git(&["rev-parse", "HEAD"]);
-    let dirty = commit
-        .as_ref()
-        .and_then(|_| git(&["status", "--porcelain", "--untracked-files=no"]))
-        .map(|s| !s.is_empty());
     (commit, dirty)
 }

@@ -15,7 +15,7 @@ use rand::seq::index::sample;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{RunConfig, TrainOn};
+use crate::config::{ConfigError, RunConfig, TrainOn};
 use crate::device;
 use crate::evaluate::{EvalSet, EvalSets, evaluate};
 use crate::result::{
@@ -35,6 +35,66 @@ pub struct RunOptions {
     pub device: Device,
     /// Progress output.
     pub progress: Progress,
+}
+
+/// A folder a run must write to is unusable: found before any work.
+#[derive(Debug, thiserror::Error)]
+pub enum FolderError {
+    /// The path exists and is not a folder.
+    #[error("{what} {}: is a file, not a folder; pass a folder (created if missing)", path.display())]
+    NotAFolder {
+        /// Which folder: "output folder (--out)", "cache folder (--cache-dir)".
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+    },
+    /// The folder cannot be created, or a file cannot be written in it.
+    #[error("{what} {}: cannot {op} ({source}); pass a folder you can write to", path.display())]
+    NotWritable {
+        /// Which folder.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// "create it" or "write in it".
+        op: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Makes sure `dir` is a folder this process can write in, creating it
+/// (and its parents) when missing: a run checks its output and cache
+/// folders so that it fails in its first second, not after training.
+///
+/// # Errors
+/// [`FolderError`] naming the folder and what to do.
+pub fn ensure_writable_dir(dir: &Path, what: &'static str) -> Result<(), FolderError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(FolderError::NotAFolder {
+            what,
+            path: dir.to_path_buf(),
+        });
+    }
+    let fail = |op, source| FolderError::NotWritable {
+        what,
+        path: dir.to_path_buf(),
+        op,
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| {
+        // A regular file somewhere up the path: say so rather than "Not a directory".
+        match dir.ancestors().skip(1).find(|a| a.is_file()) {
+            Some(file) => FolderError::NotAFolder {
+                what,
+                path: file.to_path_buf(),
+            },
+            None => fail("create it", e),
+        }
+    })?;
+    let probe = dir.join(format!(".muq-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| fail("write in it", e))
 }
 
 /// The file a run writes into its output directory.
@@ -102,30 +162,47 @@ fn subset(
     n: usize,
     seed: u64,
     field: &str,
-) -> anyhow::Result<(ImageSet, Vec<usize>)> {
+) -> Result<(ImageSet, Vec<usize>), ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        field: field.to_string(),
+        reason,
+    };
     if n == 0 {
         let all = (0..set.len()).collect();
         return Ok((set, all));
     }
     if n > set.len() {
-        anyhow::bail!(
-            "config field `{field}`: asks for {n} images but the set has {}; use 0 for all or a smaller number",
+        return Err(invalid(format!(
+            "asks for {n} images but the set has {}; use 0 for all or a smaller number",
             set.len()
-        );
+        )));
     }
     if n < muq_data::NUM_CLASSES {
-        anyhow::bail!("config field `{field}`: {n} is fewer than one image per class");
+        return Err(invalid(format!("{n} is fewer than one image per class")));
     }
     let idx = stratified_sample(set.labels(), n, seed);
     Ok((set.subset(&idx), idx))
 }
 
+/// A modality that does not fit the data, as the config field at fault.
+fn modality_error(e: muq_data::DataError) -> anyhow::Error {
+    match e {
+        muq_data::DataError::InvalidConfig { field, reason } => ConfigError::Invalid {
+            field: format!("modality.{field}"),
+            reason,
+        }
+        .into(),
+        other => anyhow::Error::new(other).context("config section [modality]"),
+    }
+}
+
 /// Runs `cfg` and writes `result.json` into `opts.out_dir`, returning it.
 pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
     cfg.validate()?;
-    let kernels = Kernels::try_from_env()
-        .map_err(|e| anyhow::anyhow!("environment variable {}: {e}", kernels::KERNELS_ENV))?;
+    let kernels = Kernels::try_from_env().context(kernels::KERNELS_ENV)?;
     let compute = kernels::compute_path(kernels, &opts.device);
+    ensure_writable_dir(&opts.out_dir, "output folder (--out)")?;
+    ensure_writable_dir(&opts.cache_dir, "cache folder (--cache-dir)")?;
     let started = Instant::now();
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -138,18 +215,23 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
     };
 
     // 1. Data, split, modality.
-    let data = muq_data::load_dir(&opts.data_dir)
+    let (data, files) = muq_data::load_dir_checked(&opts.data_dir)
         .with_context(|| format!("loading CIFAR-10 from {}", opts.data_dir.display()))?;
+    if opts.progress == Progress::Stderr {
+        for w in files.warnings() {
+            eprintln!("warning: {}: {w}", opts.data_dir.display());
+        }
+    }
     let train_checksum = data.train.checksum();
     let test_checksum = data.test.checksum();
     let (train_set, _) = subset(data.train, cfg.data.train_subset, seed, "data.train_subset")?;
     let (test_set, _) = subset(data.test, cfg.data.test_subset, seed, "data.test_subset")?;
     cfg.modality
         .validate(train_set.len())
-        .map_err(|e| anyhow::anyhow!("config section [modality]: {e}"))?;
+        .map_err(modality_error)?;
     let (mut cal_idx, mut eval_idx) = stratified_split(test_set.labels(), 0.5, seed);
-    let modification = Modification::draw(&cfg.modality, &train_set, seed)
-        .map_err(|e| anyhow::anyhow!("config section [modality]: {e}"))?;
+    let modification =
+        Modification::draw(&cfg.modality, &train_set, seed).map_err(modality_error)?;
     if let Some(class) = modification.class {
         // Class-wise forgetting: the model is meant to lose that class, so
         // the temperature is fitted and the metrics are reported on the
@@ -354,14 +436,26 @@ fn base_model(
     let dir = opts.cache_dir.join(&id);
     let ckpt = dir.join("model.safetensors");
     let log = dir.join("training.json");
+    let sum = dir.join(CHECKSUM_FILE);
     if ckpt.exists() && log.exists() {
-        let mut model = checkpoint::load(&ckpt, &cfg.model, &opts.device)
-            .with_context(|| format!("loading the cached base model {}", ckpt.display()))?;
-        model.set_kernels(kernels);
-        let report: TrainReport = serde_json::from_slice(&std::fs::read(&log)?)
-            .with_context(|| format!("reading {}", log.display()))?;
-        say(format!("base model from the cache: {}", dir.display()));
-        return Ok((model, report, true));
+        match load_cached(cfg, &ckpt, &log, &sum, &opts.device) {
+            Ok((mut model, report)) => {
+                model.set_kernels(kernels);
+                say(format!("base model from the cache: {}", dir.display()));
+                return Ok((model, report, true));
+            }
+            Err(e) => {
+                // Always shown: a corrupt entry costs a retraining.
+                eprintln!(
+                    "warning: the cached base model {} is unusable ({e:#}); training it again \
+                     and replacing the entry",
+                    dir.display()
+                );
+                // Without its log the entry is incomplete until rewritten.
+                std::fs::remove_file(&log)
+                    .with_context(|| format!("removing the corrupt entry's {}", log.display()))?;
+            }
+        }
     }
     say(format!(
         "training the base model: width {}, {} epochs, {} images",
@@ -386,9 +480,53 @@ fn base_model(
     )?;
     write_json(&dir.join("key.json"), key)?;
     checkpoint::save(&model, &ckpt)?;
+    let digest = file_sha256(&ckpt)?;
+    crate::result::write_atomic(&sum, format!("{digest}\n").as_bytes())?;
     // The log last: its presence marks a complete cache entry.
     write_json(&log, &report)?;
     Ok((model, report, false))
+}
+
+/// The file of a cache entry holding the SHA-256 of its `model.safetensors`.
+pub const CHECKSUM_FILE: &str = "model.safetensors.sha256";
+
+fn file_sha256(path: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Loads a cache entry, checking the checkpoint against its recorded
+/// SHA-256 (entries written before checksums existed have none and are
+/// only checked by loading).
+fn load_cached(
+    cfg: &RunConfig,
+    ckpt: &Path,
+    log: &Path,
+    sum: &Path,
+    device: &Device,
+) -> anyhow::Result<(ResNet, TrainReport)> {
+    if sum.exists() {
+        let want =
+            std::fs::read_to_string(sum).with_context(|| format!("reading {}", sum.display()))?;
+        let got = file_sha256(ckpt)?;
+        if want.trim() != got {
+            anyhow::bail!(
+                "{} does not match its checksum in {}",
+                ckpt.display(),
+                sum.display()
+            );
+        }
+    }
+    let model = checkpoint::load(ckpt, &cfg.model, device)
+        .with_context(|| format!("loading {}", ckpt.display()))?;
+    let report: TrainReport = serde_json::from_slice(
+        &std::fs::read(log).with_context(|| format!("reading {}", log.display()))?,
+    )
+    .with_context(|| format!("reading {}", log.display()))?;
+    Ok((model, report))
 }
 
 /// The default cache directory for a run writing into `out_dir`: a `cache`

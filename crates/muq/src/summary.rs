@@ -29,10 +29,16 @@ pub fn format_run(result: &RunResult) -> String {
 }
 
 /// Prints [`format_run`] to stdout, with a heading naming the run.
-pub fn print_run(result: &RunResult) {
-    println!(
-        "run {} — {} / seed {} / trained on {:?}; accuracies: evaluation half, forget set, retain sample",
-        result.run_id, result.config.modality.kind, result.seed, result.train_on
-    );
-    print!("{}", format_run(result));
+///
+/// # Errors
+/// As [`crate::stdout::print`].
+pub fn print_run(result: &RunResult) -> anyhow::Result<()> {
+    crate::stdout::print(&format!(
+        "run {} — {} / seed {} / trained on {:?}; accuracies: evaluation half, forget set, retain sample\n{}",
+        result.run_id,
+        result.config.modality.kind,
+        result.seed,
+        result.train_on,
+        format_run(result)
+    ))
 }

@@ -317,14 +317,20 @@ pub fn execute(runs: &[PlannedRun], opts: &SweepOptions) -> anyhow::Result<Sweep
                 eprintln!("{tag}: FAILED: {e:#}");
             }
         }
-        let rest = &mine[k + 1..];
         if !quiet {
+            // Runs later in the list may have been finished meanwhile (by
+            // another shard or machine): they are neither to go nor timed.
+            let rest: Vec<&RunConfig> = mine[k + 1..]
+                .iter()
+                .filter(|r| !is_finished(&opts.out, r))
+                .map(|r| &r.config)
+                .collect();
+            let finished = mine.iter().filter(|r| is_finished(&opts.out, r)).count();
             eprintln!(
-                "{tag}: done in {seconds:.0} s; {} of {} runs finished, {} to go, ETA {}",
-                outcome.completed + outcome.skipped,
+                "{tag}: done in {seconds:.0} s; {finished} of {} runs finished, {} to go, ETA {}",
                 mine.len(),
                 rest.len(),
-                format_duration(eta.remaining(rest.iter().map(|r| &r.config)))
+                format_duration(eta.remaining(rest.into_iter()))
             );
         }
     }
@@ -562,7 +568,7 @@ pub fn command(args: &SweepArgs) -> anyhow::Result<bool> {
             };
             let shard = args.shard.is_none_or(|s| s.contains(r.index));
             if shard {
-                println!("{:>4}  {:<8}  {}", r.index, state, r.name);
+                crate::stdout::println(&format!("{:>4}  {:<8}  {}", r.index, state, r.name))?;
             }
         }
         return Ok(true);
@@ -584,12 +590,12 @@ pub fn command(args: &SweepArgs) -> anyhow::Result<bool> {
             use std::os::unix::fs::PermissionsExt as _;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
         }
-        println!(
+        crate::stdout::println(&format!(
             "wrote {} ({} array tasks): submit it with `sbatch {}`",
             path.display(),
             runs.len(),
             path.display()
-        );
+        ))?;
         return Ok(true);
     }
     let opts = SweepOptions {
@@ -603,6 +609,17 @@ pub fn command(args: &SweepArgs) -> anyhow::Result<bool> {
         progress: args.common.progress(),
         shard: args.shard,
     };
+    // Everything the pending runs need, checked once before the first one
+    // starts: a sweep that cannot finish fails now, not run by run.
+    let pending = runs
+        .iter()
+        .any(|r| opts.shard.is_none_or(|s| s.contains(r.index)) && !is_finished(&out, r));
+    if pending {
+        crate::run::ensure_writable_dir(&opts.out, "output folder (--out)")?;
+        crate::run::ensure_writable_dir(&opts.cache_dir, "cache folder (--cache-dir)")?;
+        muq_data::cifar::check_dir(&opts.data_dir)?;
+        muq_resnet::Kernels::try_from_env().context(muq_resnet::kernels::KERNELS_ENV)?;
+    }
     let outcome = execute(&runs, &opts)?;
     let all_done = outcome.failed == 0;
     // The report covers whatever has finished; with nothing finished there

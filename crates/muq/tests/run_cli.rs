@@ -332,7 +332,7 @@ fn config_errors_name_the_field_before_anything_runs() {
         ),
         ("modality.remove_propp=0.1", "unknown field `remove_propp`"),
         ("modality.kind=blur", "unknown variant `blur`"),
-        ("eval.bins=0", "`eval.bins`: must be at least 1"),
+        ("eval.bins=0", "`eval.bins`: 0 is not in 1..=10000"),
         ("train.on=modified", "trains on clean data; drop train.on"),
     ] {
         let mut cmd = muq();
@@ -379,4 +379,87 @@ fn a_missing_data_dir_says_what_to_do() {
         err.contains("--data-dir") && err.contains("CIFAR10_DIR"),
         "{err}"
     );
+}
+
+/// A damaged cache entry — truncated, emptied, or with bytes overwritten in
+/// place — is found (by loading, or by its checksum), reported with its
+/// path, and rebuilt: the run retrains and gives the same numbers as
+/// before. The provenance names the commit the binary was built from, also
+/// when `git` cannot be run.
+#[test]
+fn a_corrupt_cache_entry_is_found_and_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = dataset(tmp.path());
+    // No `git` on PATH: the commit comes from the build.
+    let first = run_with(
+        &data_dir,
+        &tmp.path().join("runs/first"),
+        &[],
+        &[("PATH", "")],
+    );
+    let head = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match head {
+        Some(head) => assert_eq!(first.provenance.git_commit.as_deref(), Some(&*head)),
+        None => {
+            eprintln!("a_corrupt_cache_entry…: the git-commit check did not run (no git checkout)")
+        }
+    }
+    let entries: Vec<PathBuf> = std::fs::read_dir(tmp.path().join("runs/cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1);
+    let ckpt = entries[0].join("model.safetensors");
+    assert!(entries[0].join("model.safetensors.sha256").exists());
+    let full = std::fs::read(&ckpt).unwrap();
+    for how in ["truncated", "emptied", "overwritten"] {
+        let damaged = match how {
+            "truncated" => full[..full.len() / 2].to_vec(),
+            "emptied" => Vec::new(),
+            // Same size, loads fine: only the checksum can tell.
+            _ => {
+                let mut b = full.clone();
+                let n = b.len();
+                for x in &mut b[n - 64..] {
+                    *x ^= 0x5a;
+                }
+                b
+            }
+        };
+        std::fs::write(&ckpt, damaged).unwrap();
+        let out = tmp.path().join(format!("runs/{how}"));
+        let mut cmd = muq();
+        cmd.env_remove("MUQ_KERNELS")
+            .arg("run")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--out")
+            .arg(&out);
+        for s in SMALL {
+            cmd.args(["--set", s]);
+        }
+        let o = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{how}: {err}");
+        assert!(
+            err.contains("is unusable") && err.contains(&*entries[0].display().to_string()),
+            "{how}: the warning names the entry\n{err}"
+        );
+        let again = muq::result::read_result(&out.join("result.json")).unwrap();
+        assert!(!again.timings.base_model_cached, "{how}: retrained");
+        for (x, y) in first.states.iter().zip(&again.states) {
+            assert_eq!((&x.name, &x.metrics), (&y.name, &y.metrics), "{how}");
+        }
+        assert_eq!(
+            std::fs::read(&ckpt).unwrap(),
+            full,
+            "{how}: the entry is whole again"
+        );
+    }
 }

@@ -174,10 +174,13 @@ fn failed_runs_are_recorded_and_retried() {
     let data_dir = dataset(tmp.path());
     let out = tmp.path().join("out");
     let args = grid_args(&data_dir, &out);
-    // Inject a failure: the test batch goes missing while the sweep runs.
+    // Inject a failure the sweep's first check (files present, whole
+    // records) cannot see and every run's loading does: a label out of range.
     let test_batch = data_dir.join("test_batch.bin");
-    let hidden = data_dir.join("test_batch.hidden");
-    std::fs::rename(&test_batch, &hidden).unwrap();
+    let good = std::fs::read(&test_batch).unwrap();
+    let mut bad = good.clone();
+    bad[0] = 200;
+    std::fs::write(&test_batch, &bad).unwrap();
     let failed = muq().args(&args).output().unwrap();
     assert!(
         !failed.status.success(),
@@ -196,7 +199,7 @@ fn failed_runs_are_recorded_and_retried() {
         assert!(!r.join("result.json").exists());
     }
     // Repair and resume: every run completes and the error files go.
-    std::fs::rename(&hidden, &test_batch).unwrap();
+    std::fs::write(&test_batch, &good).unwrap();
     assert!(muq().args(&args).status().unwrap().success());
     assert_eq!(results(&out).len(), 4);
     assert!(runs.iter().all(|r| !r.join("error.txt").exists()));
@@ -260,4 +263,42 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         out.push(p);
     }
     out
+}
+
+/// The progress line counts runs finished earlier — also those later in
+/// the list, finished by another shard — as finished, not as still to go.
+#[test]
+fn the_progress_line_counts_runs_finished_elsewhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = dataset(tmp.path());
+    let out = tmp.path().join("out");
+    let args: Vec<String> = grid_args(&data_dir, &out)
+        .into_iter()
+        .filter(|a| a != "--quiet")
+        .collect();
+    // Another machine finishes the last run of the four.
+    let last = muq()
+        .args(&args)
+        .args(["--shard", "3/4", "--no-report"])
+        .output()
+        .unwrap();
+    assert!(
+        last.status.success(),
+        "{}",
+        String::from_utf8_lossy(&last.stderr)
+    );
+    let o = muq().args(&args).arg("--no-report").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    // After the first run: it and the one finished elsewhere are done.
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("[sweep 1/4]") && l.contains("done in"))
+        .unwrap_or_else(|| panic!("no progress line\n{err}"));
+    assert!(line.contains("2 of 4 runs finished, 2 to go"), "{line}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("[sweep 3/4]") && l.contains("done in"))
+        .unwrap_or_else(|| panic!("no progress line\n{err}"));
+    assert!(line.contains("4 of 4 runs finished, 0 to go"), "{line}");
 }

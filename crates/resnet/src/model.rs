@@ -34,13 +34,23 @@ impl Default for ResNetConfig {
     }
 }
 
+/// The widest model [`ResNetConfig::validate`] accepts: 16 times the full
+/// size, beyond which the parameters alone outgrow any one machine's memory
+/// (and a request for more is a typo, better refused than an aborted
+/// allocation).
+pub const MAX_WIDTH: usize = 1024;
+
 impl ResNetConfig {
     /// Checks the values, naming the field that is wrong.
     pub fn validate(&self) -> Result<()> {
-        if self.width == 0 {
+        if self.width == 0 || self.width > MAX_WIDTH {
             return Err(ResnetError::Config {
                 field: "width",
-                reason: "must be at least 1 (64 is full size)".into(),
+                reason: format!(
+                    "{} is not in 1..={MAX_WIDTH} (64 is full size; width 1024 already has \
+                     2.8 billion parameters)",
+                    self.width
+                ),
             });
         }
         if self.num_classes < 2 {
