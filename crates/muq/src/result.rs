@@ -73,6 +73,21 @@ pub struct Provenance {
     pub compute: String,
     /// Seconds since the Unix epoch when the run started.
     pub started_unix: u64,
+    /// The user's own checkpoint the run started from (`muq run
+    /// --base-model`) instead of training one; absent for a trained model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_model: Option<ImportedModel>,
+}
+
+/// A base model imported from a PyTorch-layout checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImportedModel {
+    /// The file as given.
+    pub path: String,
+    /// SHA-256 of its bytes.
+    pub sha256: String,
+    /// The architecture read off its tensors.
+    pub model: muq_resnet::ResNetConfig,
 }
 
 /// Wall-clock seconds per phase.

@@ -402,6 +402,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
             device: device::describe(&opts.device),
             compute,
             started_unix,
+            base_model: None,
         },
         timings,
         training,

@@ -170,6 +170,7 @@ fn run_result(
             device: "cpu".into(),
             compute: "muq/x86-64".into(),
             started_unix: 0,
+            base_model: None,
         },
         timings: Timings::default(),
         training: TrainReport::default(),
