@@ -71,6 +71,16 @@ pub struct RunArgs {
     /// Base-model cache (default: a `cache` folder beside --out).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Start from your own model instead of training one: a safetensors file
+    /// of a PyTorch `state_dict` with torchvision's ResNet-18 names (CIFAR
+    /// variant: 3x3 stem, no max-pool), e.g. from
+    /// `safetensors.torch.save_file(model.state_dict(), FILE)`.
+    #[arg(long, value_name = "FILE")]
+    pub base_model: Option<PathBuf>,
+    /// Also write every state's model (original and unlearned) in PyTorch's
+    /// layout to <out>/models/<state>.safetensors.
+    #[arg(long)]
+    pub export_models: bool,
     /// Shared options.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -90,7 +100,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         device: crate::device::open(&args.common.device)?,
         progress: args.common.progress(),
     };
-    let result = crate::run::run(&cfg, &opts)?;
+    let extras = crate::run::RunExtras {
+        base_model: args.base_model.clone(),
+        export_models: args.export_models,
+    };
+    let result = crate::run::run_with(&cfg, &opts, &extras)?;
     if !args.common.quiet {
         crate::summary::print_run(&result)?;
     }

@@ -33,7 +33,10 @@ pub fn is_invalid_input(err: &anyhow::Error) -> bool {
             || e.is::<InvalidInput>()
             || matches!(
                 e.downcast_ref::<muq_resnet::ResnetError>(),
-                Some(muq_resnet::ResnetError::Config { .. })
+                Some(
+                    muq_resnet::ResnetError::Config { .. }
+                        | muq_resnet::ResnetError::Checkpoint { .. }
+                )
             )
             || e.is::<muq_resnet::kernels::UnknownKernels>()
     })

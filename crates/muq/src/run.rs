@@ -19,7 +19,8 @@ use crate::config::{ConfigError, RunConfig, TrainOn};
 use crate::device;
 use crate::evaluate::{EvalSet, EvalSets, evaluate};
 use crate::result::{
-    DataInfo, FailedState, Provenance, RunResult, StateResult, Timings, git_state, write_json,
+    DataInfo, FailedState, ImportedModel, Provenance, RunResult, StateResult, Timings, git_state,
+    write_json,
 };
 
 /// Where a run reads and writes, and on what it computes.
@@ -196,13 +197,75 @@ fn modality_error(e: muq_data::DataError) -> anyhow::Error {
     }
 }
 
+/// What a run starts from and leaves behind besides `result.json`.
+#[derive(Clone, Debug, Default)]
+pub struct RunExtras {
+    /// Start from this PyTorch-layout checkpoint (torchvision ResNet-18
+    /// names, CIFAR stem; see [`checkpoint::import_torch`]) instead of
+    /// training a base model.
+    pub base_model: Option<PathBuf>,
+    /// Also write every state's model (`original` and each unlearned one)
+    /// in PyTorch's layout to `<out>/models/<state>.safetensors`.
+    pub export_models: bool,
+}
+
+/// The folder of `--export-models`' files inside a run's output.
+pub const MODELS_DIR: &str = "models";
+
 /// Runs `cfg` and writes `result.json` into `opts.out_dir`, returning it.
 pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
+    run_with(cfg, opts, &RunExtras::default())
+}
+
+/// Imports a user's checkpoint, checking it against the config's model.
+fn import_base_model(
+    cfg: &RunConfig,
+    path: &Path,
+    device: &Device,
+) -> anyhow::Result<(ResNet, ImportedModel)> {
+    let model = checkpoint::import_torch(path, cfg.model.dropout, device)?;
+    let found = model.config();
+    if found != &cfg.model {
+        return Err(ConfigError::Invalid {
+            field: "model".into(),
+            reason: format!(
+                "the checkpoint {} is a width-{} model with {} classes, but the config asks for \
+                 width {} with {}: pass --set model.width={} (and model.num_classes={})",
+                path.display(),
+                found.width,
+                found.num_classes,
+                cfg.model.width,
+                cfg.model.num_classes,
+                found.width,
+                found.num_classes
+            ),
+        }
+        .into());
+    }
+    let imported = ImportedModel {
+        path: path.display().to_string(),
+        sha256: file_sha256(path)?,
+        model: found.clone(),
+    };
+    Ok((model, imported))
+}
+
+/// [`run`], starting from and leaving behind what `extras` says.
+pub fn run_with(
+    cfg: &RunConfig,
+    opts: &RunOptions,
+    extras: &RunExtras,
+) -> anyhow::Result<RunResult> {
     cfg.validate()?;
     let kernels = Kernels::try_from_env().context(kernels::KERNELS_ENV)?;
     let compute = kernels::compute_path(kernels, &opts.device);
     ensure_writable_dir(&opts.out_dir, "output folder (--out)")?;
     ensure_writable_dir(&opts.cache_dir, "cache folder (--cache-dir)")?;
+    // A user's own model is read (and checked) before the data.
+    let imported = match &extras.base_model {
+        Some(path) => Some(import_base_model(cfg, path, &opts.device)?),
+        None => None,
+    };
     let started = Instant::now();
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -295,7 +358,28 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
         device: device::describe(&opts.device),
         compute: &compute,
     };
-    let (model, training, cached) = base_model(cfg, &key, kernels, trained_on, opts, &say)?;
+    let (model, training, cached, imported) = match imported {
+        Some((mut model, imported)) => {
+            model.set_kernels(kernels);
+            say(format!(
+                "base model imported from {} (width {}); it is taken to have been trained on \
+                 the clean training set: the {} forget set is data it {}",
+                imported.path,
+                imported.model.width,
+                cfg.modality.kind,
+                if cfg.modality.kind.changes_data() {
+                    "never saw (as under the original protocol)"
+                } else {
+                    "saw"
+                }
+            ));
+            (model, TrainReport::default(), false, Some(imported))
+        }
+        None => {
+            let (model, training, cached) = base_model(cfg, &key, kernels, trained_on, opts, &say)?;
+            (model, training, cached, None)
+        }
+    };
     timings.base_model_s = t.elapsed().as_secs_f64();
     timings.base_model_cached = cached;
 
@@ -383,6 +467,22 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
         }
     }
     timings.evaluate_s = t.elapsed().as_secs_f64();
+    if extras.export_models {
+        let dir = opts.out_dir.join(MODELS_DIR);
+        let steps: usize = training.epochs.iter().map(|e| e.steps).sum();
+        let steps = i64::try_from(steps).unwrap_or(i64::MAX);
+        let all = std::iter::once(("original", &model))
+            .chain(states.iter().map(|(name, _, _, m)| (name.as_str(), m)));
+        for (name, m) in all {
+            let path = dir.join(format!("{name}.safetensors"));
+            checkpoint::export_torch(m, &path, steps)
+                .with_context(|| format!("exporting {}", path.display()))?;
+        }
+        say(format!(
+            "wrote the models in PyTorch's layout to {}",
+            dir.display()
+        ));
+    }
     timings.total_s = started.elapsed().as_secs_f64();
 
     // 5. The result document, written atomically.
@@ -402,7 +502,7 @@ pub fn run(cfg: &RunConfig, opts: &RunOptions) -> anyhow::Result<RunResult> {
             device: device::describe(&opts.device),
             compute,
             started_unix,
-            base_model: None,
+            base_model: imported,
         },
         timings,
         training,

@@ -463,3 +463,106 @@ fn a_corrupt_cache_entry_is_found_and_rebuilt() {
         );
     }
 }
+
+/// `--base-model` starts from a PyTorch checkpoint (the fixture of
+/// crates/resnet/tests/torch_interop.rs) instead of training, records it in
+/// the provenance, and `--export-models` writes every state back in
+/// PyTorch's layout: the original unchanged to the bit, the unlearned one
+/// moved. A checkpoint that does not fit the config is refused before any
+/// work, saying what to set.
+#[test]
+fn a_pytorch_model_is_unlearned_and_exported_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = dataset(tmp.path());
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/torch-resnet18-w4.safetensors");
+    let out = tmp.path().join("runs/byom");
+    let mut cmd = muq();
+    cmd.env_remove("MUQ_KERNELS")
+        .arg("run")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--out")
+        .arg(&out)
+        .arg("--base-model")
+        .arg(&fixture)
+        .arg("--export-models")
+        .arg("--quiet");
+    for s in SMALL.iter().chain(&["model.width=4"]) {
+        cmd.args(["--set", s]);
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = muq::result::read_result(&out.join("result.json")).unwrap();
+    let imported = r
+        .provenance
+        .base_model
+        .as_ref()
+        .expect("provenance.base_model");
+    assert_eq!(imported.model.width, 4);
+    assert_eq!(imported.sha256.len(), 64);
+    assert!(r.training.epochs.is_empty(), "nothing was trained");
+    assert!(
+        !tmp.path()
+            .join("runs/cache")
+            .read_dir()
+            .unwrap()
+            .any(|_| true)
+    );
+    let load = |p: &Path| candle_core::safetensors::load(p, &candle_core::Device::Cpu).unwrap();
+    let source = load(&fixture);
+    let original = load(&out.join("models/original.safetensors"));
+    let unlearned = load(&out.join("models/first_order.safetensors"));
+    let bits = |t: &candle_core::Tensor| -> Vec<u32> {
+        t.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect()
+    };
+    let mut moved = false;
+    for (name, t) in &source {
+        if name.ends_with("num_batches_tracked") {
+            assert!(original.contains_key(name), "{name}");
+            continue;
+        }
+        assert_eq!(bits(t), bits(&original[name]), "{name}");
+        moved |= bits(t) != bits(&unlearned[name]);
+    }
+    assert!(moved, "first-order unlearning changed the exported weights");
+    // A checkpoint that does not fit the config: refused, saying what to set.
+    let mut cmd = muq();
+    cmd.arg("run")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--out")
+        .arg(tmp.path().join("runs/wide"))
+        .arg("--base-model")
+        .arg(&fixture)
+        .args(["--set", "model.width=8"]);
+    let o = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--set model.width=4"), "{err}");
+    // Not a checkpoint at all.
+    let junk = tmp.path().join("junk.safetensors");
+    std::fs::write(&junk, b"not safetensors").unwrap();
+    let o = muq()
+        .arg("run")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--base-model")
+        .arg(&junk)
+        .arg("--out")
+        .arg(tmp.path().join("runs/junk"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("junk.safetensors") && err.contains("cannot read safetensors"),
+        "{err}"
+    );
+}
