@@ -4,7 +4,8 @@
 //! notebook's formulas (ECE with 10 equal-width bins via `numpy.digitize` on
 //! the upper bin edges; Brier = sum over classes / n; NLL = mean cross-entropy;
 //! `temperature` = the exact minimiser of the NLL over T). The file is a copy
-//! of `/work/shared/golden/calibration.json`.
+//! of `../shared/golden/calibration.json` (the shared folder beside the
+//! repository).
 //!
 //! Tolerances: accuracy, ECE, Brier and NLL (before and after temperature
 //! scaling) within 1e-6 absolute; the fitted temperature within 1e-5 relative

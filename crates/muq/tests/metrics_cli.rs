@@ -1,7 +1,7 @@
 //! End-to-end tests of `muq metrics` through the real binary.
 //!
 //! Expected numbers come from `fixtures/calibration.json` (a copy of
-//! `/work/shared/golden/calibration.json`; see its `source` field: the
+//! `../shared/golden/calibration.json`; see its `source` field: the
 //! original notebook's formulas). Tolerances: 1e-6 absolute for accuracy,
 //! ECE, Brier and NLL before and after temperature scaling; 1e-5 relative for
 //! the fitted temperature. The golden file has one set per case, so the
