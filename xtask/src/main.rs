@@ -53,7 +53,7 @@ enum Task {
         /// CIFAR-10 directory (default: $CIFAR10_DIR, else data/cifar10, downloaded if missing).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Results directory (default: results/<preset>).
+        /// Results directory (default: `results/<preset>`).
         #[arg(long)]
         out: Option<PathBuf>,
         /// cpu, cuda or cuda:N (cuda builds muq with --features cuda).

@@ -50,6 +50,8 @@
 //! # }
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod cifar;
 mod dataset;
 mod error;

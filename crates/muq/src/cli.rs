@@ -78,7 +78,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub base_model: Option<PathBuf>,
     /// Also write every state's model (original and unlearned) in PyTorch's
-    /// layout to <out>/models/<state>.safetensors.
+    /// layout to OUT/models/STATE.safetensors.
     #[arg(long)]
     pub export_models: bool,
     /// Shared options.

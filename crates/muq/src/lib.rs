@@ -1,6 +1,8 @@
 //! muq: measure how machine unlearning changes a CIFAR-10 ResNet-18's
 //! calibration — the library behind the `muq` binary's subcommands.
 
+#![deny(missing_docs)]
+
 pub mod bench;
 pub mod cli;
 pub mod config;

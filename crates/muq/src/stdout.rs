@@ -1,7 +1,7 @@
 //! Writing to standard output without panicking.
 //!
 //! `println!` panics when stdout is closed (`muq metrics … | head -0`) or
-//! full (`> /dev/full`). Every command prints through [`print`] instead: a
+//! full (`> /dev/full`). Every command prints through [`print()`] instead: a
 //! closed pipe becomes [`StdoutClosed`], which the binary treats as a quiet
 //! successful exit (the reader has gone and wants no more), and any other
 //! write failure an error that says what could not be written.
@@ -28,10 +28,10 @@ pub fn print(text: &str) -> anyhow::Result<()> {
     }
 }
 
-/// [`print`] with a trailing newline.
+/// [`print()`] with a trailing newline.
 ///
 /// # Errors
-/// As [`print`].
+/// As [`print()`].
 pub fn println(text: &str) -> anyhow::Result<()> {
     print(&format!("{text}\n"))
 }
