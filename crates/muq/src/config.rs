@@ -38,6 +38,7 @@
 //! mc_dropout_passes = 0
 //! bootstrap = 0
 //! mia_features = ["confidence"]   # SVC membership attack features; [] = none
+//! recalibrators = []              # beside temperature scaling: ts, vs, ms, dirichlet, hist, iso, platt, sb
 //! ```
 
 use std::path::Path;
@@ -203,6 +204,15 @@ pub struct EvalConfig {
     /// written before it existed keep their ids.
     #[serde(skip_serializing_if = "is_default_mia")]
     pub mia_features: Vec<MiaFeature>,
+    /// Recalibrators fitted per state on the calibration half and measured
+    /// on the evaluation half, the forget set and the retain sample, beside
+    /// temperature scaling (which always runs): `ts`, `vs`, `ms`,
+    /// `dirichlet`, `hist`, `iso`, `platt`, `sb`, each with its defaults
+    /// ([`muq_calibrate::RecalibrationConfig`]). Default `[]`; left out of
+    /// the serialised config when empty, so configs written before it
+    /// existed keep their ids.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recalibrators: Vec<muq_calibrate::Method>,
 }
 
 fn is_default_mia(features: &[MiaFeature]) -> bool {
@@ -217,6 +227,7 @@ impl Default for EvalConfig {
             mc_dropout_passes: 0,
             bootstrap: 0,
             mia_features: vec![MiaFeature::Confidence],
+            recalibrators: Vec::new(),
         }
     }
 }
@@ -397,6 +408,14 @@ impl RunConfig {
             return invalid(
                 "eval.mia_features",
                 format!("`{}` is listed twice; list each feature once", w[0]),
+            );
+        }
+        let mut recalibrators = self.eval.recalibrators.clone();
+        recalibrators.sort();
+        if let Some(w) = recalibrators.windows(2).find(|w| w[0] == w[1]) {
+            return invalid(
+                "eval.recalibrators",
+                format!("`{}` is listed twice; list each recalibrator once", w[0]),
             );
         }
         if self.eval.batch_size == 0 {

@@ -1,13 +1,18 @@
 //! Evaluation of one model state, exactly as section 6 of the spec lists:
 //! temperature fitted on the calibration half, every metric before and after
-//! scaling on the evaluation half, the forget set and the retain sample.
+//! scaling on the evaluation half, the forget set and the retain sample —
+//! and, when `eval.recalibrators` lists any, each of those recalibrators
+//! fitted on the calibration half and measured on the same three sets
+//! ([`Recalibration`]).
 
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use muq_calibrate::{
-    BootstrapConfig, ConfidenceInterval, Logits, MetricSet, Predictions, ReliabilityDiagram,
-    Summary, TemperatureFit, bootstrap_ci, fit_temperature, reliability_diagram, summarize,
+    BootstrapConfig, CalibError, Calibrator, ConfidenceInterval, L2CeConfig, Logits, Method,
+    MetricSet, Norm, PerMode, PlattMap, Predictions, RecalibrationConfig, Recalibrator,
+    ReliabilityDiagram, Summary, TemperatureFit, bootstrap_ci, fit_temperature,
+    l2_calibration_error, reliability_diagram, smooth_ece, summarize,
 };
 use muq_data::Dataset;
 use muq_resnet::{Passes, ResNet, logits};
@@ -91,6 +96,11 @@ pub struct StateMetrics {
     /// before they were measured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub efficacy: Option<Efficacy>,
+    /// The recalibrators of `eval.recalibrators`, each fitted on the
+    /// calibration half (absent when none are configured, and in results
+    /// written before they existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalibration: Option<Recalibration>,
 }
 
 /// How well the forget set is forgotten, as the unlearning field measures
@@ -197,6 +207,22 @@ pub fn evaluate(
     } else {
         None
     };
+    let recalibration = if cfg.recalibrators.is_empty() {
+        None
+    } else {
+        let splits = [
+            (Logits::new(&eval_z, k)?, eval_y.as_slice()),
+            (Logits::new(&forget_z, k)?, forget_y.as_slice()),
+            (Logits::new(&retain_z, k)?, retain_y.as_slice()),
+        ];
+        Some(recalibrate(
+            &cfg.recalibrators,
+            &RecalibrationConfig::default(),
+            (&cal, &cal_y),
+            &splits,
+            bins,
+        )?)
+    };
     Ok(StateMetrics {
         temperature,
         calibration,
@@ -207,6 +233,7 @@ pub fn evaluate(
         bootstrap,
         mc_dropout,
         efficacy: Some(efficacy),
+        recalibration,
     })
 }
 
@@ -272,6 +299,363 @@ fn efficacy(
         loss_auc: auc,
         loss_auc_heldout: n,
     })
+}
+
+// ---------------------------------------------------------------- recalibrators
+
+/// Metrics of one set of probabilities — softmax outputs or a recalibrator's
+/// — against its labels: what `muq metrics --recalibrate` prints per method
+/// and `result.json` records per recalibrator and split.
+///
+/// Non-finite values (the NLL of a binning recalibrator that gives a true
+/// class probability 0 is `+∞` by definition) are written as the strings
+/// `"inf"`, `"-inf"` and `"NaN"`, since JSON has no number for them.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbMetrics {
+    /// Fraction whose predicted class is the label (a top-label recalibrator
+    /// keeps the uncalibrated prediction, so its accuracy is unchanged).
+    #[serde(with = "nonfinite")]
+    pub accuracy: f64,
+    /// Notebook ECE on `eval.bins` (or `--bins`) equal-width bins.
+    #[serde(with = "nonfinite")]
+    pub ece: f64,
+    /// Smooth ECE of the top-label confidence (Błasiok & Nakkiran; relplot's
+    /// bandwidth rule: [`muq_calibrate::smooth_ece`]).
+    #[serde(with = "nonfinite")]
+    pub smooth_ece: f64,
+    /// Kumar et al.'s debiased L2 calibration error, marginal over classes
+    /// ([`muq_calibrate::l2_calibration_error`] with its defaults).
+    #[serde(with = "nonfinite")]
+    pub debiased_l2_ce: f64,
+    /// RMS calibration error on the ECE's bins ([`Norm::L2`]).
+    #[serde(with = "nonfinite")]
+    pub rms_ce: f64,
+    /// Maximum calibration error on the ECE's bins ([`Norm::Linf`]).
+    #[serde(with = "nonfinite")]
+    pub mce: f64,
+    /// Multi-class Brier score, in `[0, 2]`.
+    #[serde(with = "nonfinite")]
+    pub brier: f64,
+    /// Mean `−ln p[label]` (nats); `+∞` when some true class gets 0.
+    #[serde(with = "nonfinite")]
+    pub nll: f64,
+    /// Samples whose top-label confidence is exactly 1.0 (in no ECE bin).
+    pub saturated: usize,
+}
+
+impl ProbMetrics {
+    /// Every metric of `p`, the binned ones on `bins` equal-width bins.
+    ///
+    /// # Errors
+    /// [`CalibError::ZeroBins`] if `bins == 0`.
+    pub fn compute(p: &Predictions, bins: usize) -> Result<Self, CalibError> {
+        let diagram = reliability_diagram(p, bins)?;
+        Ok(ProbMetrics {
+            accuracy: muq_calibrate::accuracy(p),
+            ece: diagram.calibration_error(Norm::L1),
+            smooth_ece: smooth_ece(p)?.value,
+            debiased_l2_ce: l2_calibration_error(p, &L2CeConfig::default())?,
+            rms_ce: diagram.calibration_error(Norm::L2),
+            mce: diagram.calibration_error(Norm::Linf),
+            brier: muq_calibrate::brier(p),
+            nll: muq_calibrate::nll(p),
+            saturated: diagram.saturated,
+        })
+    }
+}
+
+/// How a recalibrator's fit went: the diagnostics its fitted map carries,
+/// plus the fitting set's NLL before and after (in-sample). Fields that do
+/// not apply to a method are left out.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FitDiagnostics {
+    /// Samples fitted on.
+    pub n: usize,
+    /// `ts`: the fitted temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// `platt`, `sb` (top-label): the logistic map's slope `a` in
+    /// `σ(a · logit(p) + b)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slope: Option<f64>,
+    /// `platt`, `sb` (top-label): its intercept `b`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intercept: Option<f64>,
+    /// Solver steps: the temperature search's objective evaluations (`ts`)
+    /// or Newton steps (`vs`, `ms`, `dirichlet`, and the logistic fits of
+    /// `platt` and `sb`; the most over classes in one-vs-rest mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<usize>,
+    /// Whether the solver met its tolerance (every class's, one-vs-rest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converged: Option<bool>,
+    /// The objective's gradient at the solution: `d NLL / d ln T` (`ts`),
+    /// else the largest absolute entry (the largest over classes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient: Option<f64>,
+    /// `hist`, `sb`: bins per map (the most over classes, one-vs-rest;
+    /// scaling-binning drops bins whose edges coincide).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bins: Option<usize>,
+    /// `iso`: interpolation points per map (the most over classes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points: Option<usize>,
+    /// Mean NLL of the fitting set's softmax.
+    #[serde(with = "nonfinite")]
+    pub nll_before: f64,
+    /// Mean NLL of the fitting set after recalibration (in-sample; `+∞`
+    /// when a binning method gives some true class 0).
+    #[serde(with = "nonfinite")]
+    pub nll_after: f64,
+}
+
+impl FitDiagnostics {
+    /// Records Newton fits: most steps, all converged, largest gradient.
+    fn newton<'a>(&mut self, fits: impl IntoIterator<Item = &'a muq_calibrate::NewtonFit>) {
+        for f in fits {
+            self.iterations = Some(self.iterations.unwrap_or(0).max(f.iterations));
+            self.converged = Some(self.converged.unwrap_or(true) && f.converged);
+            self.gradient = Some(self.gradient.unwrap_or(0.0).max(f.gradient));
+        }
+    }
+
+    /// Records Platt maps: their Newton fits, and the slope and intercept
+    /// of a single (top-label) logistic map.
+    fn platt(&mut self, maps: &[&PlattMap]) {
+        let fits = maps.iter().filter_map(|m| match m {
+            PlattMap::Logistic { fit, .. } => Some(fit),
+            PlattMap::Constant(_) => None,
+        });
+        self.newton(fits);
+        if let [
+            PlattMap::Logistic {
+                slope, intercept, ..
+            },
+        ] = maps
+        {
+            self.slope = Some(*slope);
+            self.intercept = Some(*intercept);
+        }
+    }
+}
+
+/// The maps of a top-label or one-vs-rest fit.
+fn maps_of<M>(maps: &PerMode<M>) -> Vec<&M> {
+    match maps {
+        PerMode::TopLabel(m) => vec![m],
+        PerMode::OneVsRest(ms) => ms.iter().collect(),
+    }
+}
+
+/// Fits recalibrator `method` (settings from `config`) on `logits` and
+/// `labels`, as [`muq_calibrate::fit_recalibrator`] does, and returns the
+/// fitted map with its [`FitDiagnostics`].
+///
+/// # Errors
+/// As [`Recalibrator::fit`].
+pub fn fit_with_diagnostics(
+    method: Method,
+    config: &RecalibrationConfig,
+    logits: &Logits<'_>,
+    labels: &[usize],
+) -> Result<(Box<dyn Calibrator>, FitDiagnostics), CalibError> {
+    let mut d = FitDiagnostics {
+        n: labels.len(),
+        ..FitDiagnostics::default()
+    };
+    let fitted: Box<dyn Calibrator> = match method {
+        Method::Ts => {
+            let f = config.ts.fit(logits, labels)?;
+            d.temperature = Some(f.fit.temperature);
+            d.iterations = Some(f.fit.iterations);
+            d.converged = Some(f.fit.converged);
+            d.gradient = Some(f.fit.gradient);
+            Box::new(f)
+        }
+        Method::Vs => {
+            let f = config.vs.fit(logits, labels)?;
+            d.newton([&f.fit]);
+            Box::new(f)
+        }
+        Method::Ms => {
+            let f = config.ms.fit(logits, labels)?;
+            d.newton([&f.fit]);
+            Box::new(f)
+        }
+        Method::Dirichlet => {
+            let f = config.dirichlet.fit(logits, labels)?;
+            d.newton([&f.fit]);
+            Box::new(f)
+        }
+        Method::Hist => {
+            let f = config.hist.fit(logits, labels)?;
+            d.bins = maps_of(&f.maps).iter().map(|m| m.values.len()).max();
+            Box::new(f)
+        }
+        Method::Iso => {
+            let f = config.iso.fit(logits, labels)?;
+            d.points = maps_of(&f.maps).iter().map(|m| m.x.len()).max();
+            Box::new(f)
+        }
+        Method::Platt => {
+            let f = config.platt.fit(logits, labels)?;
+            d.platt(&maps_of(&f.maps));
+            Box::new(f)
+        }
+        Method::Sb => {
+            let f = config.sb.fit(logits, labels)?;
+            let maps = maps_of(&f.maps);
+            d.platt(&maps.iter().map(|m| &m.platt).collect::<Vec<_>>());
+            d.bins = maps.iter().map(|m| m.values.len()).max();
+            Box::new(f)
+        }
+    };
+    d.nll_before = muq_calibrate::nll(&Predictions::new(logits, labels)?);
+    d.nll_after = muq_calibrate::nll(&fitted.apply(logits)?.predictions(labels)?);
+    Ok((fitted, d))
+}
+
+/// Metrics of the evaluation half, the forget set and the retain sample.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SplitMetrics {
+    /// Evaluation half.
+    pub evaluation: ProbMetrics,
+    /// Forget set.
+    pub forget: ProbMetrics,
+    /// Retain sample.
+    pub retain: ProbMetrics,
+}
+
+/// One recalibrator of one state: fitted on the calibration half, applied
+/// to the other sets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecalibratorResult {
+    /// How the fit went.
+    pub fit: FitDiagnostics,
+    /// Evaluation half.
+    pub evaluation: ProbMetrics,
+    /// Forget set.
+    pub forget: ProbMetrics,
+    /// Retain sample.
+    pub retain: ProbMetrics,
+    /// Reliability diagram of the evaluation half (top-label confidence,
+    /// `eval.bins` equal-width bins).
+    pub reliability: ReliabilityDiagram,
+}
+
+/// Every configured recalibrator of one state, beside the same metrics of
+/// the uncalibrated softmax.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recalibration {
+    /// The softmax at temperature 1, measured the same way.
+    pub uncalibrated: SplitMetrics,
+    /// Per recalibrator, by its short name (`ts`, `iso`, …).
+    pub methods: BTreeMap<String, RecalibratorResult>,
+}
+
+/// Fits each of `methods` on `calibration` and measures it on `splits`
+/// (evaluation half, forget set, retain sample, in that order).
+///
+/// # Errors
+/// A fit or metric error, naming the recalibrator.
+pub fn recalibrate(
+    methods: &[Method],
+    config: &RecalibrationConfig,
+    calibration: (&Logits<'_>, &[usize]),
+    splits: &[(Logits<'_>, &[usize]); 3],
+    bins: usize,
+) -> anyhow::Result<Recalibration> {
+    let metrics = |p: &[Predictions; 3]| -> Result<SplitMetrics, CalibError> {
+        Ok(SplitMetrics {
+            evaluation: ProbMetrics::compute(&p[0], bins)?,
+            forget: ProbMetrics::compute(&p[1], bins)?,
+            retain: ProbMetrics::compute(&p[2], bins)?,
+        })
+    };
+    /// `f` of each split.
+    fn each<F>(splits: &[(Logits<'_>, &[usize]); 3], f: F) -> Result<[Predictions; 3], CalibError>
+    where
+        F: Fn(&Logits<'_>, &[usize]) -> Result<Predictions, CalibError>,
+    {
+        Ok([
+            f(&splits[0].0, splits[0].1)?,
+            f(&splits[1].0, splits[1].1)?,
+            f(&splits[2].0, splits[2].1)?,
+        ])
+    }
+    let plain = each(splits, Predictions::new)?;
+    let uncalibrated = metrics(&plain).context("metrics of the uncalibrated softmax")?;
+    let mut out = BTreeMap::new();
+    for &method in methods {
+        let (fitted, fit) = fit_with_diagnostics(method, config, calibration.0, calibration.1)
+            .with_context(|| format!("fitting the `{method}` recalibrator"))?;
+        let applied = each(splits, |z, y| fitted.apply(z)?.predictions(y))
+            .with_context(|| format!("applying the `{method}` recalibrator"))?;
+        let m = metrics(&applied).with_context(|| format!("metrics after `{method}`"))?;
+        out.insert(
+            method.to_string(),
+            RecalibratorResult {
+                fit,
+                evaluation: m.evaluation,
+                forget: m.forget,
+                retain: m.retain,
+                reliability: reliability_diagram(&applied[0], bins)?,
+            },
+        );
+    }
+    Ok(Recalibration {
+        uncalibrated,
+        methods: out,
+    })
+}
+
+/// Serde for an `f64` that may be infinite or NaN: finite values as JSON
+/// numbers, the others as the strings `"inf"`, `"-inf"`, `"NaN"` (JSON has
+/// no number for them, and `serde_json` would write `null`, which does not
+/// read back as an `f64`). Reads numbers, those strings, and `null` (as NaN).
+pub mod nonfinite {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `x`.
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if x.is_finite() {
+            s.serialize_f64(*x)
+        } else if x.is_nan() {
+            s.serialize_str("NaN")
+        } else if *x > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_str("-inf")
+        }
+    }
+
+    /// Reads a number, `"inf"`, `"-inf"`, `"NaN"` or `null`.
+    ///
+    /// # Errors
+    /// Any other string or type.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Number(f64),
+            Text(String),
+        }
+        match Option::<Repr>::deserialize(d)? {
+            Some(Repr::Number(x)) => Ok(x),
+            None => Ok(f64::NAN),
+            Some(Repr::Text(t)) => match t.as_str() {
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                "NaN" => Ok(f64::NAN),
+                other => Err(serde::de::Error::custom(format!(
+                    "expected a number, \"inf\", \"-inf\" or \"NaN\", found {other:?}"
+                ))),
+            },
+        }
+    }
 }
 
 /// Log of the mean softmax over passes: valid logits of the averaged

@@ -1,12 +1,19 @@
 //! `muq metrics`: calibration metrics of saved logits, before and after
-//! temperature scaling.
+//! temperature scaling — and after any other recalibrator asked for with
+//! `--recalibrate`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use muq_calibrate::{Logits, Summary, TemperatureFit, fit_temperature, summarize};
+use muq_calibrate::{
+    CalibError, L2CeConfig, Logits, Method, Predictions, RecalibrationConfig, Summary,
+    TemperatureFit, fit_temperature, l2_calibration_error, smooth_ece, summarize,
+};
 use serde::Serialize;
 
+use crate::evaluate::{FitDiagnostics, ProbMetrics, fit_with_diagnostics};
+use crate::exit::InvalidInput;
 use crate::logits_io::{InputError, LabelledLogits, Location, read_labelled};
 
 /// Arguments of `muq metrics`.
@@ -30,6 +37,17 @@ pub struct MetricsArgs {
     #[arg(long, default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=crate::config::MAX_BINS as i64))]
     pub bins: u32,
+    /// Recalibrators to fit on the calibration set (or the evaluated set
+    /// itself) and measure on the evaluated set, comma-separated: ts, vs,
+    /// ms, dirichlet, hist, iso, platt, sb. Each adds a block to the
+    /// `recalibrated` object.
+    #[arg(long, value_name = "METHODS", value_delimiter = ',', value_parser = parse_method)]
+    pub recalibrate: Vec<Method>,
+}
+
+/// One `--recalibrate` name, spaces around it allowed.
+fn parse_method(name: &str) -> Result<Method, CalibError> {
+    name.trim().parse()
 }
 
 /// Which set the temperature was fitted on.
@@ -68,6 +86,11 @@ pub struct MetricsReport {
     pub nll: f64,
     /// Samples with top-label confidence exactly 1.0 (in no ECE bin).
     pub saturated: usize,
+    /// Smooth ECE of the top-label confidence (relplot's bandwidth rule).
+    pub smooth_ece: f64,
+    /// Debiased L2 calibration error (Kumar et al.; marginal, 15
+    /// equal-mass bins).
+    pub debiased_l2_ce: f64,
     /// The fitted temperature.
     pub temperature: f64,
     /// Where the temperature was fitted.
@@ -98,12 +121,50 @@ pub struct MetricsReport {
     pub nll_after_ts: f64,
     /// Saturated samples after temperature scaling.
     pub saturated_after_ts: usize,
+    /// Smooth ECE after temperature scaling.
+    pub smooth_ece_after_ts: f64,
+    /// Debiased L2 calibration error after temperature scaling.
+    pub debiased_l2_ce_after_ts: f64,
+    /// One block per `--recalibrate` method, by its short name, in the
+    /// order `ts, vs, ms, dirichlet, hist, iso, platt, sb` (absent without
+    /// `--recalibrate`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub recalibrated: BTreeMap<Method, RecalibratedBlock>,
+}
+
+/// The metrics of the evaluated set after one recalibrator, and its fit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecalibratedBlock {
+    /// Accuracy, ECE, smooth ECE, debiased L2 CE, RMS CE, MCE, Brier, NLL,
+    /// saturated samples (flattened into the block).
+    #[serde(flatten)]
+    pub metrics: ProbMetrics,
+    /// Where it was fitted (the same set as the temperature).
+    pub fitted_on: FittedOn,
+    /// How the fit went.
+    pub fit: FitDiagnostics,
+}
+
+/// Smooth ECE and debiased L2 calibration error of `p`.
+fn unbinned(p: &Predictions) -> Result<(f64, f64), CalibError> {
+    Ok((
+        smooth_ece(p)?.value,
+        l2_calibration_error(p, &L2CeConfig::default())?,
+    ))
 }
 
 impl MetricsReport {
     /// Flattens a [`Summary`] (computed at `fit.temperature`) and the fit
-    /// into one record.
-    pub fn new(summary: &Summary, fit: &TemperatureFit, fitted_on: FittedOn, fit_n: usize) -> Self {
+    /// into one record; `unbinned` holds the smooth ECE and the debiased L2
+    /// calibration error before and after scaling. `recalibrated` starts
+    /// empty.
+    pub fn new(
+        summary: &Summary,
+        fit: &TemperatureFit,
+        fitted_on: FittedOn,
+        fit_n: usize,
+        unbinned: [(f64, f64); 2],
+    ) -> Self {
         let (before, after) = (&summary.uncalibrated, &summary.scaled);
         MetricsReport {
             n: summary.n,
@@ -117,6 +178,8 @@ impl MetricsReport {
             brier: before.brier,
             nll: before.nll,
             saturated: before.saturated,
+            smooth_ece: unbinned[0].0,
+            debiased_l2_ce: unbinned[0].1,
             temperature: fit.temperature,
             temperature_fitted_on: fitted_on,
             temperature_fit_n: fit_n,
@@ -132,6 +195,9 @@ impl MetricsReport {
             brier_after_ts: after.brier,
             nll_after_ts: after.nll,
             saturated_after_ts: after.saturated,
+            smooth_ece_after_ts: unbinned[1].0,
+            debiased_l2_ce_after_ts: unbinned[1].1,
+            recalibrated: BTreeMap::new(),
         }
     }
 }
@@ -150,6 +216,16 @@ fn view(set: &LabelledLogits) -> anyhow::Result<Logits<'_>> {
 /// Unreadable files; invalid contents as an
 /// [`InputError`] (the binary exits with 2).
 pub fn compute(args: &MetricsArgs) -> anyhow::Result<MetricsReport> {
+    let mut methods = args.recalibrate.clone();
+    methods.sort();
+    if let Some(w) = methods.windows(2).find(|w| w[0] == w[1]) {
+        return Err(InvalidInput(format!(
+            "--recalibrate lists `{}` twice: list each of {} once",
+            w[0],
+            Method::ALL.map(Method::name).join(", ")
+        ))
+        .into());
+    }
     let eval = load(&args.logits, &args.labels)?;
     let cal = match (&args.cal_logits, &args.cal_labels) {
         (Some(l), Some(y)) => {
@@ -179,6 +255,12 @@ pub fn compute(args: &MetricsArgs) -> anyhow::Result<MetricsReport> {
                 "note: no --cal-logits given: fitting the temperature on the evaluated set itself \
                  (the after-scaling metrics are in-sample)"
             );
+            if !methods.is_empty() {
+                eprintln!(
+                    "note: fitting the --recalibrate methods on the evaluated set itself too \
+                     (their metrics are in-sample)"
+                );
+            }
             (&eval, FittedOn::Evaluated)
         }
     };
@@ -194,12 +276,44 @@ pub fn compute(args: &MetricsArgs) -> anyhow::Result<MetricsReport> {
     let bins = args.bins as usize;
     let s = summarize(&eval_logits, &eval.labels, fit.temperature, bins)
         .context("computing metrics")?;
-    Ok(MetricsReport::new(
-        &s,
-        &fit,
-        fitted_on,
-        fit_set.labels.len(),
-    ))
+    let plain = Predictions::new(&eval_logits, &eval.labels).context("computing metrics")?;
+    let scaled = Predictions::with_temperature(&eval_logits, &eval.labels, fit.temperature)
+        .context("computing metrics")?;
+    let unbinned = [
+        unbinned(&plain).context("computing metrics")?,
+        unbinned(&scaled).context("computing metrics after temperature scaling")?,
+    ];
+    let mut report = MetricsReport::new(&s, &fit, fitted_on, fit_set.labels.len(), unbinned);
+    let config = RecalibrationConfig::default();
+    let fit_logits = view(fit_set)?;
+    for method in methods {
+        let (fitted, diagnostics) =
+            fit_with_diagnostics(method, &config, &fit_logits, &fit_set.labels)
+                .with_context(|| format!("fitting the `{method}` recalibrator"))?;
+        if diagnostics.converged == Some(false) {
+            eprintln!(
+                "warning: the `{method}` recalibrator's solver did not converge \
+                 ({} steps, gradient {:e})",
+                diagnostics.iterations.unwrap_or(0),
+                diagnostics.gradient.unwrap_or(f64::NAN)
+            );
+        }
+        let p = fitted
+            .apply(&eval_logits)
+            .and_then(|c| c.predictions(&eval.labels))
+            .with_context(|| format!("applying the `{method}` recalibrator"))?;
+        let metrics = ProbMetrics::compute(&p, bins)
+            .with_context(|| format!("computing metrics after `{method}`"))?;
+        report.recalibrated.insert(
+            method,
+            RecalibratedBlock {
+                metrics,
+                fitted_on,
+                fit: diagnostics,
+            },
+        );
+    }
+    Ok(report)
 }
 
 /// Runs `muq metrics`: prints the [`MetricsReport`] as one pretty-printed

@@ -3,6 +3,9 @@
 //! - one reliability diagram per group, modality and state: accuracy per
 //!   confidence bin (bins pooled over seeds) against the diagonal, before
 //!   and after temperature scaling side by side;
+//! - with `eval.recalibrators`, one more per group, modality and state: a
+//!   grid of the same diagrams, one panel per recalibrator (the first
+//!   uncalibrated);
 //! - one chart per group: ECE and Brier score after temperature scaling per
 //!   modality and state, with ± std error bars.
 //!
@@ -107,13 +110,24 @@ enum Figure<'a> {
         modality: &'a ModalityReport,
         state: &'a StateReport,
     },
+    Recalibrated {
+        modality: &'a ModalityReport,
+        state: &'a StateReport,
+    },
 }
+
+/// Columns of the grid of [`Figure::Recalibrated`].
+const GRID_COLUMNS: usize = 3;
 
 impl Figure<'_> {
     fn size(&self) -> (u32, u32) {
         match self {
             Figure::Chart(_) => (1200, 520),
             Figure::Reliability { .. } => (1100, 560),
+            Figure::Recalibrated { state, .. } => {
+                let (cols, rows) = grid(state.recalibrated.len());
+                (420 * cols as u32, 40 + 400 * rows as u32)
+            }
         }
     }
 
@@ -125,8 +139,15 @@ impl Figure<'_> {
         match self {
             Figure::Chart(group) => draw_chart(root, group),
             Figure::Reliability { modality, state } => draw_reliability(root, modality, state),
+            Figure::Recalibrated { modality, state } => draw_recalibrated(root, modality, state),
         }
     }
+}
+
+/// Columns and rows of a grid of `panels` panels.
+fn grid(panels: usize) -> (usize, usize) {
+    let cols = panels.clamp(1, GRID_COLUMNS);
+    (cols, panels.div_ceil(cols).max(1))
 }
 
 /// Writes every figure of `report` under `out_dir` (the paths in the report
@@ -143,6 +164,13 @@ pub fn write_figures(report: &Report, out_dir: &Path) -> anyhow::Result<Vec<Path
                     state: s,
                 };
                 written.extend(render(&fig, &out_dir.join(&s.figure))?);
+                if let Some(stem) = &s.recalibrated_figure {
+                    let fig = Figure::Recalibrated {
+                        modality: m,
+                        state: s,
+                    };
+                    written.extend(render(&fig, &out_dir.join(stem))?);
+                }
             }
         }
     }
@@ -223,67 +251,114 @@ where
             Some(s) => format!("{name}: ECE {} ± {}", f4(s.mean), f4(s.std)),
             None => name.to_string(),
         };
-        let mut chart = ChartBuilder::on(area)
-            .caption(caption, (FONT, 17))
-            .margin(14)
-            .x_label_area_size(48)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
-        chart
-            .configure_mesh()
-            .x_desc("confidence (top-label probability); above the bars: predictions per bin")
-            .y_desc("accuracy")
-            .x_labels(6)
-            .y_labels(6)
-            .x_label_formatter(&|x| format!("{x:.1}"))
-            .y_label_formatter(&|y| format!("{y:.1}"))
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 15))
-            .light_line_style(WHITE)
-            .bold_line_style(RGBColor(225, 225, 225))
-            .draw()?;
-        let bars: Vec<(f64, f64, f64, f64)> = diagram
-            .bins
-            .iter()
-            .filter(|b| b.count > 0)
-            .filter_map(|b| Some((b.lower, b.upper, b.accuracy?, b.mean_confidence?)))
-            .collect();
-        chart
-            .draw_series(bars.iter().map(|&(lo, hi, acc, _)| {
-                Rectangle::new([(lo, 0.0), (hi, acc)], ACCURACY.filled())
-            }))?
-            .label("accuracy of the bin")
-            .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], ACCURACY.filled()));
-        chart.draw_series(bars.iter().map(|&(lo, hi, acc, _)| {
+        draw_reliability_panel(area, &caption, diagram, &PanelStyle::WIDE)?;
+    }
+    Ok(())
+}
+
+/// Sizes of one reliability panel's text and margins.
+struct PanelStyle {
+    caption: u32,
+    labels: u32,
+    counts: u32,
+    x_desc: &'static str,
+    legend: bool,
+}
+
+impl PanelStyle {
+    /// The two panels of a reliability figure.
+    const WIDE: PanelStyle = PanelStyle {
+        caption: 17,
+        labels: 14,
+        counts: 13,
+        x_desc: "confidence (top-label probability); above the bars: predictions per bin",
+        legend: true,
+    };
+    /// The panels of the per-recalibrator grid.
+    const GRID: PanelStyle = PanelStyle {
+        caption: 15,
+        labels: 12,
+        counts: 11,
+        x_desc: "confidence; above the bars: predictions per bin",
+        legend: false,
+    };
+}
+
+/// One reliability diagram: accuracy bars per bin, the gap to the bin's
+/// mean confidence, the counts and the diagonal.
+fn draw_reliability_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    caption: &str,
+    diagram: &ReliabilityDiagram,
+    style: &PanelStyle,
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, style.caption))
+        .margin(14)
+        .x_label_area_size(48)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
+    chart
+        .configure_mesh()
+        .x_desc(style.x_desc)
+        .y_desc("accuracy")
+        .x_labels(6)
+        .y_labels(6)
+        .x_label_formatter(&|x| format!("{x:.1}"))
+        .y_label_formatter(&|y| format!("{y:.1}"))
+        .label_style((FONT, style.labels))
+        .axis_desc_style((FONT, style.labels + 1))
+        .light_line_style(WHITE)
+        .bold_line_style(RGBColor(225, 225, 225))
+        .draw()?;
+    let bars: Vec<(f64, f64, f64, f64)> = diagram
+        .bins
+        .iter()
+        .filter(|b| b.count > 0)
+        .filter_map(|b| Some((b.lower, b.upper, b.accuracy?, b.mean_confidence?)))
+        .collect();
+    chart
+        .draw_series(
+            bars.iter()
+                .map(|&(lo, hi, acc, _)| Rectangle::new([(lo, 0.0), (hi, acc)], ACCURACY.filled())),
+        )?
+        .label("accuracy of the bin")
+        .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], ACCURACY.filled()));
+    chart
+        .draw_series(bars.iter().map(|&(lo, hi, acc, _)| {
             Rectangle::new([(lo, 0.0), (hi, acc)], WHITE.stroke_width(1))
         }))?;
-        chart
-            .draw_series(bars.iter().map(|&(lo, hi, acc, conf)| {
-                Rectangle::new([(lo, acc), (hi, conf)], GAP.mix(0.35).filled())
-            }))?
-            .label("gap to the bin's mean confidence")
-            .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], GAP.mix(0.35).filled()));
-        let count_style = TextStyle::from((FONT, 13).into_font())
-            .color(&DIAGONAL)
-            .pos(Pos::new(HPos::Center, VPos::Bottom));
-        chart.draw_series(diagram.bins.iter().filter(|b| b.count > 0).map(|b| {
-            let top = b
-                .accuracy
-                .unwrap_or(0.0)
-                .max(b.mean_confidence.unwrap_or(0.0));
-            Text::new(
-                b.count.to_string(),
-                ((b.lower + b.upper) / 2.0, (top + 0.01).min(1.0)),
-                count_style.clone(),
-            )
-        }))?;
-        chart
-            .draw_series(std::iter::once(PathElement::new(
-                vec![(0.0, 0.0), (1.0, 1.0)],
-                DIAGONAL.stroke_width(2),
-            )))?
-            .label("perfect calibration")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], DIAGONAL.stroke_width(2)));
+    chart
+        .draw_series(bars.iter().map(|&(lo, hi, acc, conf)| {
+            Rectangle::new([(lo, acc), (hi, conf)], GAP.mix(0.35).filled())
+        }))?
+        .label("gap to the bin's mean confidence")
+        .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], GAP.mix(0.35).filled()));
+    let count_style = TextStyle::from((FONT, style.counts).into_font())
+        .color(&DIAGONAL)
+        .pos(Pos::new(HPos::Center, VPos::Bottom));
+    chart.draw_series(diagram.bins.iter().filter(|b| b.count > 0).map(|b| {
+        let top = b
+            .accuracy
+            .unwrap_or(0.0)
+            .max(b.mean_confidence.unwrap_or(0.0));
+        Text::new(
+            b.count.to_string(),
+            ((b.lower + b.upper) / 2.0, (top + 0.01).min(1.0)),
+            count_style.clone(),
+        )
+    }))?;
+    chart
+        .draw_series(std::iter::once(PathElement::new(
+            vec![(0.0, 0.0), (1.0, 1.0)],
+            DIAGONAL.stroke_width(2),
+        )))?
+        .label("perfect calibration")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], DIAGONAL.stroke_width(2)));
+    if style.legend {
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperLeft)
@@ -291,6 +366,48 @@ where
             .background_style(WHITE.mix(0.9))
             .border_style(RGBColor(180, 180, 180))
             .draw()?;
+    }
+    Ok(())
+}
+
+/// The reliability diagrams of one state after each recalibrator, in a
+/// grid: `uncalibrated` first, then each method, each captioned with its
+/// ECE and smooth ECE (mean ± std over seeds).
+fn draw_recalibrated<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    modality: &ModalityReport,
+    state: &StateReport,
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let (n, seeds) = state
+        .recalibrated
+        .first()
+        .map_or((0, 0), |r| (r.reliability.n, r.seeds.len()));
+    let title = format!(
+        "After each recalibrator: {}, state {} — evaluation half, {n} predictions pooled over \
+         {seeds} seed(s)",
+        modality_title(&modality.modality),
+        state.state,
+    );
+    let body = root.titled(&title, (FONT, 18))?;
+    let (cols, rows) = grid(state.recalibrated.len());
+    let panels = body.split_evenly((rows, cols));
+    for (area, r) in panels.iter().zip(&state.recalibrated) {
+        let stat = |key: &str| {
+            r.metrics.get(key).map_or_else(
+                || "–".to_string(),
+                |s| format!("{} ± {}", f4(s.mean), f4(s.std)),
+            )
+        };
+        let caption = format!(
+            "{}: ECE {}, smECE {}",
+            r.method,
+            stat("ece"),
+            stat("smooth_ece")
+        );
+        draw_reliability_panel(area, &caption, &r.reliability, &PanelStyle::GRID)?;
     }
     Ok(())
 }

@@ -25,8 +25,9 @@ use muq_calibrate::{ReliabilityBin, ReliabilityDiagram};
 use muq_data::ModalityKind;
 use serde::{Deserialize, Serialize};
 
-use crate::evaluate::StateMetrics;
+use crate::evaluate::{ProbMetrics, Recalibration, StateMetrics};
 use crate::result::{RunResult, read_result, write_atomic, write_json};
+use muq_calibrate::Method;
 
 /// Version of the `summary.json` layout.
 pub const REPORT_SCHEMA: u32 = 1;
@@ -332,7 +333,7 @@ const EFFICACY_GAP_METRICS: [&str; 4] = ["ua", "ra", "ta", "mia_efficacy"];
 /// The calibration metrics whose absolute gap to `retrain` is reported.
 const CALIBRATION_GAP_METRICS: [&str; 2] = ["ece_after_ts", "brier_after_ts"];
 
-/// The key of the mean of the [`EFFICACY_GAP_METRICS`] gaps in
+/// The key of the mean of the `EFFICACY_GAP_METRICS` gaps in
 /// [`StateReport::gap_to_retrain`] (SalUn's "Avg. Gap").
 pub const AVG_GAP: &str = "avg_gap";
 
@@ -597,6 +598,151 @@ pub struct StateReport {
     /// Path of the reliability figure relative to the output directory,
     /// without extension (`.png` and `.svg` exist).
     pub figure: String,
+    /// The recalibrators of `eval.recalibrators` (over the seeds whose runs
+    /// measured them): first `uncalibrated` (the softmax, measured the same
+    /// way), then each method in the order `ts, vs, ms, dirichlet, hist,
+    /// iso, platt, sb`. Empty when no run of this state has any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recalibrated: Vec<RecalibratedReport>,
+    /// Path of the figure of reliability diagrams after each recalibrator,
+    /// relative to the output directory, without extension (absent without
+    /// recalibrators).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalibrated_figure: Option<String>,
+}
+
+/// The name of the reference entry of [`StateReport::recalibrated`]: the
+/// softmax without recalibration.
+pub const UNCALIBRATED: &str = "uncalibrated";
+
+/// One recalibrator of one state, over seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecalibratedReport {
+    /// The recalibrator's short name, or [`UNCALIBRATED`].
+    pub method: String,
+    /// Seeds of the runs that measured it.
+    pub seeds: Vec<u64>,
+    /// Keys ([`recalibrated_metric_keys`]): `accuracy`, `ece`, `smooth_ece`,
+    /// `debiased_l2_ce`, `brier`, `nll` on the evaluation half, and `ece`,
+    /// `smooth_ece` and `brier` of the forget set (`_forget`) and the
+    /// retain sample (`_retain`). A metric with a non-finite value in some
+    /// run (the NLL of a binning method that gives a true class 0) is left
+    /// out.
+    pub metrics: BTreeMap<String, Stat>,
+    /// Reliability diagram of the evaluation half, bins pooled over seeds.
+    pub reliability: ReliabilityDiagram,
+}
+
+/// A metric of [`RecalibratedReport::metrics`], read from one split's
+/// [`ProbMetrics`].
+type RecalMetricDef = (&'static str, fn(&RecalSplits<'_>) -> f64);
+
+/// The three splits of one recalibrator in one run.
+struct RecalSplits<'a> {
+    evaluation: &'a ProbMetrics,
+    forget: &'a ProbMetrics,
+    retain: &'a ProbMetrics,
+}
+
+/// Every metric of a [`RecalibratedReport`], in CSV order.
+const RECAL_METRICS: &[RecalMetricDef] = &[
+    ("accuracy", |s| s.evaluation.accuracy),
+    ("ece", |s| s.evaluation.ece),
+    ("smooth_ece", |s| s.evaluation.smooth_ece),
+    ("debiased_l2_ce", |s| s.evaluation.debiased_l2_ce),
+    ("brier", |s| s.evaluation.brier),
+    ("nll", |s| s.evaluation.nll),
+    ("ece_forget", |s| s.forget.ece),
+    ("smooth_ece_forget", |s| s.forget.smooth_ece),
+    ("brier_forget", |s| s.forget.brier),
+    ("ece_retain", |s| s.retain.ece),
+    ("smooth_ece_retain", |s| s.retain.smooth_ece),
+    ("brier_retain", |s| s.retain.brier),
+];
+
+/// The metric keys of [`RecalibratedReport::metrics`], in CSV order.
+pub fn recalibrated_metric_keys() -> Vec<&'static str> {
+    RECAL_METRICS.iter().map(|(k, _)| *k).collect()
+}
+
+/// The recalibrators of one state over its runs `(seed, metrics)`:
+/// [`UNCALIBRATED`] first, then every method some run measured.
+fn recalibrated_reports(
+    values: &[(u64, &StateMetrics)],
+) -> anyhow::Result<Vec<RecalibratedReport>> {
+    let with: Vec<(u64, &Recalibration, &ReliabilityDiagram)> = values
+        .iter()
+        .filter_map(|(seed, m)| Some((*seed, m.recalibration.as_ref()?, &m.reliability.before_ts)))
+        .collect();
+    if with.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut names: Vec<&str> = with
+        .iter()
+        .flat_map(|(_, r, _)| r.methods.keys().map(String::as_str))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // Known methods in their canonical order, any other name after them.
+    names.sort_by_key(|n| {
+        let rank = Method::ALL
+            .iter()
+            .position(|m| m.name() == *n)
+            .unwrap_or(Method::ALL.len());
+        (rank, *n)
+    });
+    let entry = |method: &str,
+                 runs: Vec<(u64, RecalSplits<'_>, &ReliabilityDiagram)>|
+     -> anyhow::Result<RecalibratedReport> {
+        let metrics = RECAL_METRICS
+            .iter()
+            .filter_map(|(key, get)| {
+                let xs: Vec<f64> = runs.iter().map(|(_, s, _)| get(s)).collect();
+                if xs.iter().any(|x| !x.is_finite()) {
+                    return None;
+                }
+                Some(((*key).to_string(), Stat::of(&xs)?))
+            })
+            .collect();
+        let diagrams: Vec<&ReliabilityDiagram> = runs.iter().map(|(_, _, d)| *d).collect();
+        Ok(RecalibratedReport {
+            method: method.to_string(),
+            seeds: runs.iter().map(|(seed, _, _)| *seed).collect(),
+            metrics,
+            reliability: pool_reliability(&diagrams)
+                .with_context(|| format!("pooling the reliability bins after `{method}`"))?,
+        })
+    };
+    let mut out = vec![entry(
+        UNCALIBRATED,
+        with.iter()
+            .map(|(seed, r, before)| {
+                let u = &r.uncalibrated;
+                let splits = RecalSplits {
+                    evaluation: &u.evaluation,
+                    forget: &u.forget,
+                    retain: &u.retain,
+                };
+                (*seed, splits, *before)
+            })
+            .collect(),
+    )?];
+    for name in names {
+        let runs = with
+            .iter()
+            .filter_map(|(seed, r, _)| {
+                let m = r.methods.get(name)?;
+                let splits = RecalSplits {
+                    evaluation: &m.evaluation,
+                    forget: &m.forget,
+                    retain: &m.retain,
+                };
+                Some((*seed, splits, &m.reliability))
+            })
+            .collect();
+        out.push(entry(name, runs)?);
+    }
+    Ok(out)
 }
 
 /// Order of states: `original`, the known methods, other names, `retrain`.
@@ -915,6 +1061,14 @@ fn build_modality(
             .iter()
             .map(|(_, m)| &m.reliability.after_ts)
             .collect();
+        let recalibrated = recalibrated_reports(&values)
+            .with_context(|| format!("the recalibrators of {modality} / {name}"))?;
+        let recalibrated_figure = (!recalibrated.is_empty()).then(|| {
+            format!(
+                "{figure_prefix}/recalibrated-{modality}-{}",
+                file_safe(name)
+            )
+        });
         states.push(StateReport {
             state: name.to_string(),
             seeds: values.iter().map(|(s, _)| *s).collect(),
@@ -925,6 +1079,8 @@ fn build_modality(
             reliability_before_ts: pool_reliability(&before).with_context(context)?,
             reliability_after_ts: pool_reliability(&after).with_context(context)?,
             figure: format!("{figure_prefix}/reliability-{modality}-{}", file_safe(name)),
+            recalibrated,
+            recalibrated_figure,
         });
     }
     Ok(ModalityReport {
@@ -1385,6 +1541,7 @@ fn render_group(w: &mut String, report: &Report, g: &Group) {
     }
 
     render_efficacy(w, g);
+    render_recalibrated(w, g);
 
     // Figures.
     let _ = writeln!(w, "### Figures\n");
@@ -1411,6 +1568,94 @@ fn render_group(w: &mut String, report: &Report, g: &Group) {
                 modality_title(&m.modality)
             );
         }
+    }
+    if has_recalibrators(g) {
+        let _ = writeln!(
+            w,
+            "Reliability diagrams of the evaluation half after each recalibrator, one panel \
+             per recalibrator (the first: uncalibrated), bins pooled over seeds. Each title \
+             links its SVG.\n"
+        );
+        for m in &g.modalities {
+            for st in &m.states {
+                if let Some(fig) = &st.recalibrated_figure {
+                    let _ = writeln!(
+                        w,
+                        "[{2}, `{1}`, after each recalibrator]({0}.svg)\n\n\
+                         ![reliability diagrams after each recalibrator: {2}, {1}]({0}.png)\n",
+                        fig,
+                        st.state,
+                        modality_title(&m.modality)
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Whether some state of the group has recalibrators.
+fn has_recalibrators(g: &Group) -> bool {
+    g.modalities
+        .iter()
+        .flat_map(|m| &m.states)
+        .any(|s| !s.recalibrated.is_empty())
+}
+
+/// The table "ECE / smooth ECE / Brier after each recalibrator", per
+/// modality and state; nothing when no run has recalibrators.
+fn render_recalibrated(w: &mut String, g: &Group) {
+    use std::fmt::Write as _;
+    if !has_recalibrators(g) {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "### ECE / smooth ECE / Brier after each recalibrator\n\nEach recalibrator of \
+         `eval.recalibrators` is fitted per state on the calibration half and measured on the \
+         evaluation half; `uncalibrated` is the softmax itself, `ts` temperature scaling \
+         through the same interface. Smooth ECE: Błasiok & Nakkiran's kernel estimate with \
+         relplot's bandwidth; ECE on the configured equal-width bins. The top-label methods \
+         (`hist`, `iso`, `platt`, `sb`) keep every prediction, so their accuracy is the \
+         uncalibrated one. `summary.csv` and `summary.json` also hold the debiased L2 \
+         calibration error, the NLL and the forget-set and retain-sample numbers.\n"
+    );
+    for m in &g.modalities {
+        if m.states.iter().all(|s| s.recalibrated.is_empty()) {
+            continue;
+        }
+        let _ = writeln!(
+            w,
+            "#### {} ({} runs)\n",
+            modality_title(&m.modality),
+            m.runs.len()
+        );
+        let _ = writeln!(
+            w,
+            "| state | recalibrator | runs | accuracy | ECE | smooth ECE | Brier |"
+        );
+        let _ = writeln!(w, "|---|---|---:|---:|---:|---:|---:|");
+        for st in &m.states {
+            for r in &st.recalibrated {
+                let name = if r.method == UNCALIBRATED {
+                    r.method.clone()
+                } else {
+                    format!("`{}`", r.method)
+                };
+                let x = &r.metrics;
+                let _ = writeln!(
+                    w,
+                    "| `{}` | {} | {} | {} | {} | {} | {} |",
+                    st.state,
+                    name,
+                    r.seeds.len(),
+                    cell(x, "accuracy"),
+                    cell(x, "ece"),
+                    cell(x, "smooth_ece"),
+                    cell(x, "brier"),
+                );
+            }
+        }
+        let _ = writeln!(w);
     }
 }
 
@@ -1512,10 +1757,24 @@ pub const CSV_HEADER: [&str; 9] = [
     "n",
 ];
 
+/// The `quantity` column of [`render_csv`]'s rows for one entry of
+/// [`StateReport::recalibrated`]: `uncalibrated`, or `after_<method>`
+/// (`after_ts`, `after_iso`, …).
+pub fn recalibrated_quantity(method: &str) -> String {
+    if method == UNCALIBRATED {
+        UNCALIBRATED.to_string()
+    } else {
+        format!("after_{method}")
+    }
+}
+
 /// `summary.csv`: one row per group, modality, state, quantity and metric.
 /// `quantity` is `value` (the metric itself), `minus_original` or
 /// `minus_retrain` (paired differences) or `gap_to_retrain` (paired
-/// absolute differences, with the metric `avg_gap`). Floats are written in the shortest
+/// absolute differences, with the metric `avg_gap`); with recalibrators
+/// also `uncalibrated` and `after_<method>` (see
+/// [`recalibrated_quantity`]), with the metrics of
+/// [`recalibrated_metric_keys`]. Floats are written in the shortest
 /// form that reads back to the same `f64`.
 pub fn render_csv(report: &Report) -> anyhow::Result<String> {
     let mut wtr = csv::Writer::from_writer(Vec::new());
@@ -1538,6 +1797,24 @@ pub fn render_csv(report: &Report) -> anyhow::Result<String> {
                                 m.modality.as_str(),
                                 s.state.as_str(),
                                 quantity,
+                                key,
+                                &stat.mean.to_string(),
+                                &stat.std.to_string(),
+                                &stat.n.to_string(),
+                            ])?;
+                        }
+                    }
+                }
+                for r in &s.recalibrated {
+                    let quantity = recalibrated_quantity(&r.method);
+                    for key in recalibrated_metric_keys() {
+                        if let Some(stat) = r.metrics.get(key) {
+                            wtr.write_record([
+                                g.id.as_str(),
+                                g.label.as_str(),
+                                m.modality.as_str(),
+                                s.state.as_str(),
+                                quantity.as_str(),
                                 key,
                                 &stat.mean.to_string(),
                                 &stat.std.to_string(),

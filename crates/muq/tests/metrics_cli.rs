@@ -419,3 +419,267 @@ fn calibration_logits_require_calibration_labels() {
     assert_eq!(out.status.code(), Some(2), "clap usage errors exit with 2");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cal-labels"));
 }
+
+// ------------------------------------------------------------ --recalibrate
+
+/// A seeded, overconfident `n × k` problem (xorshift64* uniforms, Box–Muller
+/// normals): each row's label gets a boost of 2–4 with probability 0.7,
+/// another class otherwise, then every logit is scaled by 2 and given a
+/// class-dependent bias, so that the recalibrators have something to fix.
+fn synthetic(n: usize, k: usize, seed: u64) -> (Vec<Vec<f64>>, Vec<u64>) {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut uniform = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut rows = Vec::with_capacity(n);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let label = (uniform() * k as f64) as usize % k;
+        let mut row: Vec<f64> = (0..k)
+            .map(|_| {
+                let (u1, u2) = (uniform().max(1e-300), uniform());
+                (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+            })
+            .collect();
+        let boosted = if uniform() < 0.7 {
+            label
+        } else {
+            (uniform() * k as f64) as usize % k
+        };
+        row[boosted] += 2.0 + 2.0 * uniform();
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = 2.0 * *v + 0.3 * j as f64;
+        }
+        rows.push(row);
+        labels.push(label as u64);
+    }
+    (rows, labels)
+}
+
+/// A JSON number, or one of the strings muq writes for non-finite values.
+fn number(v: &Value) -> f64 {
+    match v {
+        Value::Number(x) => x.as_f64().unwrap(),
+        Value::String(s) if s == "inf" => f64::INFINITY,
+        other => panic!("not a metric value: {other}"),
+    }
+}
+
+fn close_or_both_infinite(got: f64, want: f64, tol: f64) -> bool {
+    (got == want) || (got - want).abs() <= tol
+}
+
+#[test]
+fn recalibrate_blocks_match_the_library_on_the_same_data() {
+    use muq_calibrate::{
+        L2CeConfig, Logits, Method, Norm, RecalibrationConfig, accuracy, brier, calibration_error,
+        ece, fit_recalibrator, l2_calibration_error, nll, smooth_ece,
+    };
+    let k = 5;
+    let (eval_rows, eval_labels) = synthetic(600, k, 1);
+    let (cal_rows, cal_labels) = synthetic(500, k, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    write_csv(&p("l.csv"), &eval_rows);
+    write_labels(&p("y.txt"), &eval_labels);
+    write_csv(&p("cl.csv"), &cal_rows);
+    write_labels(&p("cy.txt"), &cal_labels);
+    let out = muq(&[
+        Path::new("--logits"),
+        &p("l.csv"),
+        Path::new("--labels"),
+        &p("y.txt"),
+        Path::new("--cal-logits"),
+        &p("cl.csv"),
+        Path::new("--cal-labels"),
+        &p("cy.txt"),
+        Path::new("--recalibrate"),
+        // Spaces and any order: the blocks come out in the canonical order.
+        Path::new("sb, platt,iso,hist,dirichlet,ms,vs,ts"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let json: Value = serde_json::from_str(&text).unwrap();
+
+    // The same data as muq read it (`f64::to_string` round-trips exactly).
+    let flat = |rows: &[Vec<f64>]| rows.iter().flatten().copied().collect::<Vec<f64>>();
+    let usize_labels = |l: &[u64]| l.iter().map(|&y| y as usize).collect::<Vec<_>>();
+    let (eval_z, cal_z) = (flat(&eval_rows), flat(&cal_rows));
+    let (eval_y, cal_y) = (usize_labels(&eval_labels), usize_labels(&cal_labels));
+    let eval = Logits::new(&eval_z, k).unwrap();
+    let cal = Logits::new(&cal_z, k).unwrap();
+    let config = RecalibrationConfig::default();
+
+    let block = &json["recalibrated"];
+    let mut last = 0;
+    for method in Method::ALL {
+        // Blocks in `Method::ALL` order in the printed text.
+        let at = text
+            .find(&format!("\"{method}\": {{"))
+            .unwrap_or_else(|| panic!("no {method} block in {text}"));
+        assert!(at > last, "{method} block out of order");
+        last = at;
+
+        let b = &block[method.name()];
+        let fitted = fit_recalibrator(method, &config, &cal, &cal_y).unwrap();
+        let probs = fitted.apply(&eval).unwrap().predictions(&eval_y).unwrap();
+        // serde_json reads a float to within an ulp or two of what muq wrote.
+        let tol = 1e-12;
+        for (key, want) in [
+            ("accuracy", accuracy(&probs)),
+            ("ece", ece(&probs, 10).unwrap()),
+            ("smooth_ece", smooth_ece(&probs).unwrap().value),
+            (
+                "debiased_l2_ce",
+                l2_calibration_error(&probs, &L2CeConfig::default()).unwrap(),
+            ),
+            ("rms_ce", calibration_error(&probs, 10, Norm::L2).unwrap()),
+            ("mce", calibration_error(&probs, 10, Norm::Linf).unwrap()),
+            ("brier", brier(&probs)),
+            ("nll", nll(&probs)),
+        ] {
+            let got = number(&b[key]);
+            assert!(
+                close_or_both_infinite(got, want, tol),
+                "{method} {key}: muq {got}, library {want}"
+            );
+        }
+        assert_eq!(b["fitted_on"], "calibration", "{method}");
+        assert_eq!(b["fit"]["n"], cal_y.len(), "{method}");
+        let fit_nll = nll(&fitted.apply(&cal).unwrap().predictions(&cal_y).unwrap());
+        assert!(
+            close_or_both_infinite(number(&b["fit"]["nll_after"]), fit_nll, tol),
+            "{method}: fit nll_after"
+        );
+    }
+    // Nothing else in the object.
+    assert_eq!(block.as_object().unwrap().len(), Method::ALL.len());
+
+    // `ts` is the temperature scaling of the flat keys.
+    let ts = &block["ts"];
+    assert_eq!(ts["fit"]["temperature"], json["temperature"]);
+    for key in ["ece", "mce", "brier", "nll", "smooth_ece", "debiased_l2_ce"] {
+        let flat_key = format!("{key}_after_ts");
+        let (got, want) = (number(&ts[key]), number(&json[flat_key.as_str()]));
+        assert!((got - want).abs() <= 1e-12, "ts {key}: {got} vs {want}");
+    }
+    // A top-label method keeps the predictions; the full-vector ones need not.
+    for method in ["hist", "iso", "platt", "sb"] {
+        assert_eq!(block[method]["accuracy"], json["accuracy"], "{method}");
+    }
+    for (method, key) in [
+        ("vs", "iterations"),
+        ("ms", "iterations"),
+        ("dirichlet", "iterations"),
+        ("hist", "bins"),
+        ("iso", "points"),
+        ("platt", "slope"),
+        ("sb", "bins"),
+    ] {
+        assert!(
+            block[method]["fit"][key].is_number(),
+            "{method}: no {key} in {}",
+            block[method]["fit"]
+        );
+    }
+
+    // The new top-level keys, before and after temperature scaling.
+    let plain = muq_calibrate::Predictions::new(&eval, &eval_y).unwrap();
+    let t = number(&json["temperature"]);
+    let scaled = muq_calibrate::Predictions::with_temperature(&eval, &eval_y, t).unwrap();
+    for (key, p) in [("", &plain), ("_after_ts", &scaled)] {
+        let s = smooth_ece(p).unwrap().value;
+        let l2 = l2_calibration_error(p, &L2CeConfig::default()).unwrap();
+        // The temperature itself went through JSON: compare loosely after TS.
+        let tol = if key.is_empty() { 1e-12 } else { 1e-9 };
+        let got_s = number(&json[format!("smooth_ece{key}").as_str()]);
+        let got_l2 = number(&json[format!("debiased_l2_ce{key}").as_str()]);
+        assert!((got_s - s).abs() <= tol, "smooth_ece{key}: {got_s} vs {s}");
+        assert!(
+            (got_l2 - l2).abs() <= tol,
+            "debiased_l2_ce{key}: {got_l2} vs {l2}"
+        );
+    }
+}
+
+#[test]
+fn without_a_calibration_set_the_recalibrators_fit_on_the_evaluated_set() {
+    let (rows, labels) = synthetic(300, 4, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let (l, y) = (dir.path().join("l.csv"), dir.path().join("y.txt"));
+    write_csv(&l, &rows);
+    write_labels(&y, &labels);
+    let plain = metrics(&l, &y);
+    assert!(plain.status.success());
+    let json: Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert!(
+        json.get("recalibrated").is_none(),
+        "only with --recalibrate"
+    );
+
+    let out = muq(&[
+        Path::new("--logits"),
+        &l,
+        Path::new("--labels"),
+        &y,
+        Path::new("--recalibrate"),
+        Path::new("iso,ts"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("fitting the --recalibrate methods on the evaluated set"),
+        "{stderr}"
+    );
+    let with: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let block = with["recalibrated"].as_object().unwrap();
+    assert_eq!(block.keys().collect::<Vec<_>>(), ["iso", "ts"]);
+    for b in block.values() {
+        assert_eq!(b["fitted_on"], "evaluated");
+        assert_eq!(b["fit"]["n"], 300);
+    }
+    // Every key of the plain output is there with the same value.
+    for (key, value) in json.as_object().unwrap() {
+        assert_eq!(&with[key], value, "{key}");
+    }
+    // These logits are overconfident; isotonic regression, fitted and
+    // measured on the same set, removes most of the ECE.
+    assert!(number(&block["iso"]["ece"]) < number(&with["ece"]));
+}
+
+#[test]
+fn bad_recalibrator_names_exit_with_two_and_list_the_valid_ones() {
+    let (rows, labels) = synthetic(20, 3, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let (l, y) = (dir.path().join("l.csv"), dir.path().join("y.txt"));
+    write_csv(&l, &rows);
+    write_labels(&y, &labels);
+    for (list, needle) in [
+        ("ts,isotonic", "isotonic"),
+        ("TS", "TS"),
+        ("ts,iso,ts", "`ts` twice"),
+    ] {
+        let out = muq(&[
+            Path::new("--logits"),
+            &l,
+            Path::new("--labels"),
+            &y,
+            Path::new("--recalibrate"),
+            Path::new(list),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{list}: {stderr}");
+        assert!(out.stdout.is_empty(), "{list}");
+        for want in [
+            "--recalibrate",
+            needle,
+            "ts, vs, ms, dirichlet, hist, iso, platt, sb",
+        ] {
+            assert!(stderr.contains(want), "{list}: {want:?} not in {stderr}");
+        }
+    }
+}

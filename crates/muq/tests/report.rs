@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use muq::config::{RunConfig, TrainOn};
-use muq::evaluate::{Efficacy, Reliability, StateMetrics};
+use muq::evaluate::{
+    Efficacy, FitDiagnostics, ProbMetrics, Recalibration, RecalibratorResult, Reliability,
+    SplitMetrics, StateMetrics,
+};
 use muq::report::{self, Report, Stat};
 use muq::result::{DataInfo, Provenance, RunResult, StateResult, Timings, write_json};
 use muq_calibrate::{MetricSet, ReliabilityBin, ReliabilityDiagram, Summary, TemperatureFit};
@@ -117,6 +120,7 @@ fn state(name: &str, values: Values) -> StateResult {
             bootstrap: BTreeMap::new(),
             mc_dropout: None,
             efficacy: None,
+            recalibration: None,
         },
     }
 }
@@ -888,4 +892,168 @@ fn training_log_counts_each_shared_base_model_once() {
         "{md}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ------------------------------------------------------------ recalibrators
+
+/// Metrics of one split after a recalibrator: ECE `ece`, smooth ECE
+/// `ece + 0.001`, Brier `brier`, NLL `nll`, accuracy 0.8; the others
+/// derived.
+fn prob(ece: f64, brier: f64, nll: f64) -> ProbMetrics {
+    ProbMetrics {
+        accuracy: 0.8,
+        ece,
+        smooth_ece: ece + 0.001,
+        debiased_l2_ce: ece / 2.0,
+        rms_ce: 1.2 * ece,
+        mce: 2.0 * ece,
+        brier,
+        nll,
+        saturated: 0,
+    }
+}
+
+/// A recalibrator's result: the evaluation half as given, the forget set
+/// with 10× the ECE, the retain sample as the evaluation half.
+fn recal(ece: f64, brier: f64, nll: f64) -> RecalibratorResult {
+    RecalibratorResult {
+        fit: FitDiagnostics::default(),
+        evaluation: prob(ece, brier, nll),
+        forget: prob(10.0 * ece, brier, nll),
+        retain: prob(ece, brier, nll),
+        reliability: diagram(90, 0.9),
+    }
+}
+
+/// A run with `ts` and `iso` in every state: uncalibrated ECE 0.1, `ts`
+/// ECE `ts_ece`, `iso` ECE `iso_ece` with NLL `iso_nll`.
+fn recalibrated_run(seed: u64, ts_ece: f64, iso_ece: f64, iso_nll: f64) -> RunResult {
+    let mut r = run_result(
+        ModalityKind::Random,
+        seed,
+        3,
+        &[
+            ("original", v(0.01, 0.3, 1.0)),
+            ("first_order", v(0.02, 0.4, 0.9)),
+        ],
+    );
+    r.config.eval.recalibrators = vec![muq_calibrate::Method::Ts, muq_calibrate::Method::Iso];
+    for s in &mut r.states {
+        let uncal = prob(0.1, 0.5, 1.0);
+        s.metrics.recalibration = Some(Recalibration {
+            uncalibrated: SplitMetrics {
+                evaluation: uncal,
+                forget: uncal,
+                retain: uncal,
+            },
+            methods: [
+                ("iso".to_string(), recal(iso_ece, 0.42, iso_nll)),
+                ("ts".to_string(), recal(ts_ece, 0.45, 0.9)),
+            ]
+            .into_iter()
+            .collect(),
+        });
+    }
+    r
+}
+
+#[test]
+fn recalibrator_table_appears_with_recalibrators_only() {
+    // Without recalibrators: no table, no figure, no CSV rows.
+    let plain = tempfile::tempdir().unwrap();
+    write_runs(plain.path(), &standard_runs());
+    let written = report::write_report(plain.path(), plain.path()).unwrap();
+    let md = std::fs::read_to_string(plain.path().join("summary.md")).unwrap();
+    assert!(!md.contains("after each recalibrator"), "{md}");
+    assert!(
+        written
+            .figures
+            .iter()
+            .all(|f| !f.to_string_lossy().contains("recalibrated"))
+    );
+    let json = std::fs::read_to_string(plain.path().join("summary.json")).unwrap();
+    assert!(!json.contains("recalibrated"));
+
+    // Two seeds with `ts` and `iso`; iso's NLL is infinite in one of them.
+    let dir = tempfile::tempdir().unwrap();
+    write_runs(
+        dir.path(),
+        &[
+            ("random-100", recalibrated_run(100, 0.03, 0.01, 1.1)),
+            (
+                "random-101",
+                recalibrated_run(101, 0.05, 0.03, f64::INFINITY),
+            ),
+        ],
+    );
+    let written = report::write_report(dir.path(), dir.path()).unwrap();
+    let r = read_report(dir.path());
+    let st = &r.groups[0].modalities[0].states[1];
+    assert_eq!(st.state, "first_order");
+    let names: Vec<&str> = st.recalibrated.iter().map(|x| x.method.as_str()).collect();
+    // The softmax first, then the methods in their canonical order (not
+    // alphabetical: ts before iso).
+    assert_eq!(names, ["uncalibrated", "ts", "iso"]);
+    let [uncal, ts, iso] = &st.recalibrated[..] else {
+        unreachable!()
+    };
+    assert_eq!(uncal.seeds, [100, 101]);
+    assert_stat(&uncal.metrics["ece"], 0.1, 0.0, 2);
+    // ts: ECE (0.03 + 0.05) / 2 = 0.04, std 0.01; smooth ECE + 0.001.
+    assert_stat(&ts.metrics["ece"], 0.04, 0.01, 2);
+    assert_stat(&ts.metrics["smooth_ece"], 0.041, 0.01, 2);
+    assert_stat(&ts.metrics["brier"], 0.45, 0.0, 2);
+    assert_stat(&ts.metrics["nll"], 0.9, 0.0, 2);
+    // Forget set: 10 × ECE, so 0.4 ± 0.1.
+    assert_stat(&ts.metrics["ece_forget"], 0.4, 0.1, 2);
+    // iso: ECE 0.02 ± 0.01; the NLL is infinite in one run, so left out.
+    assert_stat(&iso.metrics["ece"], 0.02, 0.01, 2);
+    assert_stat(&iso.metrics["debiased_l2_ce"], 0.01, 0.005, 2);
+    assert!(!iso.metrics.contains_key("nll"), "{:?}", iso.metrics);
+    // Pooled reliability: two runs of 100 predictions.
+    assert_eq!(iso.reliability.n, 200);
+
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(
+        md.contains("### ECE / smooth ECE / Brier after each recalibrator"),
+        "{md}"
+    );
+    for row in [
+        "| `first_order` | uncalibrated | 2 | 0.8000 ± 0.0000 | 0.1000 ± 0.0000 | 0.1010 ± 0.0000 | 0.5000 ± 0.0000 |",
+        "| `first_order` | `ts` | 2 | 0.8000 ± 0.0000 | 0.0400 ± 0.0100 | 0.0410 ± 0.0100 | 0.4500 ± 0.0000 |",
+        "| `first_order` | `iso` | 2 | 0.8000 ± 0.0000 | 0.0200 ± 0.0100 | 0.0210 ± 0.0100 | 0.4200 ± 0.0000 |",
+        "| `original` | `ts` | 2 |",
+    ] {
+        assert!(md.contains(row), "no row {row} in\n{md}");
+    }
+
+    // CSV rows: quantity `after_<method>` (or `uncalibrated`), the metric.
+    let csv = std::fs::read_to_string(dir.path().join("summary.csv")).unwrap();
+    let mut rdr = csv::Reader::from_reader(csv.as_bytes());
+    let rows: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+    let find = |quantity: &str, metric: &str| {
+        rows.iter()
+            .find(|r| &r[3] == "first_order" && &r[4] == quantity && &r[5] == metric)
+            .map(|r| (r[6].parse::<f64>().unwrap(), r[7].parse::<f64>().unwrap()))
+    };
+    let (mean, std) = find("after_iso", "ece").expect("an after_iso ece row");
+    assert!(close(mean, 0.02) && close(std, 0.01));
+    assert!(find("after_ts", "brier_retain").is_some());
+    assert!(find("uncalibrated", "ece").is_some());
+    assert!(find("after_iso", "nll").is_none());
+
+    // One more figure per state, PNG and SVG, linked from summary.md:
+    // chart + 2 states × (reliability + recalibrated).
+    assert_eq!(written.figures.len(), 2 * (1 + 2 * 2));
+    for stem in [
+        "recalibrated-random-original",
+        "recalibrated-random-first_order",
+    ] {
+        for ext in ["png", "svg"] {
+            let rel = format!("figures/{stem}.{ext}");
+            let bytes = std::fs::read(dir.path().join(&rel)).unwrap();
+            assert!(bytes.len() > 1000, "{rel} is nearly empty");
+            assert!(md.contains(&format!("({rel})")), "{rel} not linked");
+        }
+    }
 }
