@@ -427,8 +427,9 @@ pub fn slurm_script(
          #SBATCH --array=0-{last}\n\
          #SBATCH --output={logs}/%A_%a.out\n\
          {gres}\
+         # Slurm opens --output before this script runs: the log folder must\n\
+         # exist at submission (`muq sweep --slurm` created it).\n\
          set -euo pipefail\n\
-         mkdir -p {logs}\n\
          : \"${{SLURM_ARRAY_TASK_ID:?run this script with sbatch, or set SLURM_ARRAY_TASK_ID}}\"\n\
          exec {muq} sweep {args} --no-report --shard \"${{SLURM_ARRAY_TASK_ID}}/{runs}\"\n",
         script = shell_quote(&out.join("sweep.sbatch").display().to_string()),
@@ -585,6 +586,10 @@ pub fn command(args: &SweepArgs) -> anyhow::Result<bool> {
         );
         let path = out.join("sweep.sbatch");
         write_atomic(&path, script.as_bytes())?;
+        // Slurm opens each task's --output file before the script runs and
+        // fails the launch when its folder is missing.
+        let logs = out.join("logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;

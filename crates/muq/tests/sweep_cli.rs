@@ -233,6 +233,10 @@ fn the_slurm_script_is_valid_bash_and_runs_one_array_task() {
             .success()
     );
     assert!(results(&out).is_empty(), "--slurm runs nothing");
+    // Slurm opens `--output` before the script runs, so the log folder
+    // exists at submission.
+    assert!(text.contains(&format!("#SBATCH --output={}/logs/", out.display())));
+    assert!(out.join("logs").is_dir());
 
     // Array task 2 locally: exactly grid point 2 is computed.
     let status = Command::new("bash")
