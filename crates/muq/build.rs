@@ -35,14 +35,22 @@ fn main() {
     if commit.is_some() {
         // Commits and checkouts move HEAD or the branch it points to.
         for what in ["HEAD", "index", "packed-refs"] {
-            if let Some(p) = git(&root, &["rev-parse", "--git-path", what]) {
-                println!("cargo:rerun-if-changed={}", root.join(p).display());
+            // Only files that exist: cargo takes a missing one as changed
+            // on every build (a checkout without packed-refs rebuilt muq
+            // every time).
+            if let Some(p) = git(&root, &["rev-parse", "--git-path", what])
+                .map(|p| root.join(p))
+                .filter(|p| p.exists())
+            {
+                println!("cargo:rerun-if-changed={}", p.display());
             }
         }
         if let Some(branch) = git(&root, &["symbolic-ref", "-q", "HEAD"])
             && let Some(p) = git(&root, &["rev-parse", "--git-path", &branch])
+                .map(|p| root.join(p))
+                .filter(|p| p.exists())
         {
-            println!("cargo:rerun-if-changed={}", root.join(p).display());
+            println!("cargo:rerun-if-changed={}", p.display());
         }
     }
     let mut status = vec!["status", "--porcelain", "--untracked-files=no", "--"];

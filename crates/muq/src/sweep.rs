@@ -470,13 +470,13 @@ pub struct SweepArgs {
     /// Output directory: runs/, cache/, summary.* and figures/.
     #[arg(long, value_name = "DIR", default_value = "results/sweep")]
     pub out: PathBuf,
-    /// Base-model cache (default: <out>/cache).
+    /// Base-model cache (default: OUT/cache).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Run only slice I of N (0-based), e.g. 0/4.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
-    /// Write <out>/sweep.sbatch (a Slurm array, one task per run) instead of running.
+    /// Write OUT/sweep.sbatch (a Slurm array, one task per run) instead of running.
     #[arg(long)]
     pub slurm: bool,
     /// List the runs of the grid and whether each is finished; run nothing.

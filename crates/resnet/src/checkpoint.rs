@@ -253,6 +253,11 @@ fn tmp_name(path: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_default();
-    name.push(format!(".tmp{}", std::process::id()));
+    // The process id alone can repeat across the nodes of a cluster that
+    // share one disk: the time in nanoseconds is added.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    name.push(format!(".tmp{}-{nanos}", std::process::id()));
     path.with_file_name(name)
 }
