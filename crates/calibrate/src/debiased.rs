@@ -121,23 +121,7 @@ pub fn l2_calibration_error(p: &Predictions, config: &L2CeConfig) -> Result<f64>
 /// [`CalibError::InvalidProbability`] for a score outside `[0, 1]`,
 /// [`CalibError::ZeroBins`].
 pub fn l2_calibration_error_scores(f: &[f64], y: &[bool], config: &L2CeConfig) -> Result<f64> {
-    if f.is_empty() {
-        return Err(CalibError::Empty);
-    }
-    if f.len() != y.len() {
-        return Err(CalibError::LengthMismatch {
-            what: "outcomes (one per score)",
-            expected: f.len(),
-            found: y.len(),
-        });
-    }
-    if let Some(i) = f.iter().position(|v| !(0.0..=1.0).contains(v)) {
-        return Err(CalibError::InvalidProbability {
-            row: i,
-            column: 0,
-            value: f[i],
-        });
-    }
+    crate::smooth::check_scores(f, y)?;
     if config.bins == 0 {
         return Err(CalibError::ZeroBins);
     }

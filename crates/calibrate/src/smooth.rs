@@ -42,7 +42,7 @@ pub fn smooth_ece(p: &Predictions) -> Result<SmoothEce> {
 /// [`CalibError::Empty`], [`CalibError::LengthMismatch`], and
 /// [`CalibError::InvalidProbability`] for a score outside `[0, 1]`.
 pub fn smooth_ece_scores(f: &[f64], y: &[bool]) -> Result<SmoothEce> {
-    check(f, y)?;
+    check_scores(f, y)?;
     let residual = residuals(f, y);
     const EPS: f64 = 0.001;
     let at = |sigma: f64| smooth_ece_sigma(f, &residual, sigma);
@@ -80,7 +80,7 @@ pub fn smooth_ece_scores(f: &[f64], y: &[bool]) -> Result<SmoothEce> {
 /// As [`smooth_ece_scores`], plus [`CalibError::InvalidSetting`] unless
 /// `sigma` is finite and positive.
 pub fn smooth_ece_at(f: &[f64], y: &[bool], sigma: f64) -> Result<f64> {
-    check(f, y)?;
+    check_scores(f, y)?;
     if !(sigma.is_finite() && sigma > 0.0) {
         return Err(CalibError::InvalidSetting {
             name: "sigma",
@@ -91,7 +91,9 @@ pub fn smooth_ece_at(f: &[f64], y: &[bool], sigma: f64) -> Result<f64> {
     Ok(smooth_ece_sigma(f, &residuals(f, y), sigma))
 }
 
-fn check(f: &[f64], y: &[bool]) -> Result<()> {
+/// Scores in `[0, 1]`, one outcome each, at least one: the input check of
+/// the score-based estimators (here and in `debiased`).
+pub(crate) fn check_scores(f: &[f64], y: &[bool]) -> Result<()> {
     if f.is_empty() {
         return Err(CalibError::Empty);
     }

@@ -6,53 +6,8 @@ use std::process::Command;
 
 use muq::result::RunResult;
 
-fn muq() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_muq"))
-}
-
-/// A synthetic CIFAR-like dataset in the binary layout (300 train / 200 test).
-fn dataset(dir: &Path) -> PathBuf {
-    let data_dir = dir.join("cifar");
-    let data = muq_data::synthetic::generate(300, 200, 7);
-    muq_data::write_dir(&data_dir, &data, 60).expect("write synthetic layout");
-    data_dir
-}
-
-const SMALL: &[&str] = &[
-    "model.width=8",
-    "train.epochs=1",
-    "train.batch_size=32",
-    "train.lr=0.05",
-    "data.retain_eval=100",
-    "modality.remove_prop=0.05",
-    "modality.pool_prop=0.2",
-];
-
-fn run(data_dir: &Path, out: &Path, extra: &[&str]) -> RunResult {
-    run_with(data_dir, out, extra, &[])
-}
-
-/// [`run`] with environment variables set for the process.
-fn run_with(data_dir: &Path, out: &Path, extra: &[&str], env: &[(&str, &str)]) -> RunResult {
-    let mut cmd = muq();
-    cmd.env_remove("MUQ_KERNELS").envs(env.iter().copied());
-    cmd.arg("run")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--out")
-        .arg(out)
-        .arg("--quiet");
-    for s in SMALL.iter().chain(extra) {
-        cmd.args(["--set", s]);
-    }
-    let output = cmd.output().expect("run muq");
-    assert!(
-        output.status.success(),
-        "muq run {extra:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    muq::result::read_result(&out.join("result.json")).expect("result.json")
-}
+mod common;
+use common::{SMALL, dataset, muq, run, run_with};
 
 fn check_ranges(r: &RunResult) {
     for s in &r.states {
