@@ -186,6 +186,35 @@ pub fn unique_suffix() -> String {
     )
 }
 
+/// Removes the temporary files (`NAME.tmp<pid>…`, as [`write_atomic`] and
+/// checkpoint saving name them) that a killed process left in `dir`: those
+/// whose process is no longer running on this machine (`/proc/<pid>`;
+/// elsewhere none are removed). A missing `dir` has none.
+///
+/// # Errors
+/// When `dir` cannot be listed or such a file cannot be removed.
+pub fn remove_stale_temporaries(dir: &Path) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .split_once(".tmp")
+            .and_then(|(_, rest)| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        let gone = pid.is_some_and(|pid| {
+            Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists()
+        });
+        if gone && entry.path().is_file() {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("removing {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same
 /// directory, flushed, then renamed over the destination.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -244,4 +273,26 @@ pub fn git_state() -> (Option<String>, Option<bool>) {
         _ => None,
     };
     (commit, dirty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_temporaries_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join("config.json.tmp4294967295-17-0");
+        let live = dir
+            .path()
+            .join(format!("result.json.tmp{}", unique_suffix()));
+        let kept = dir.path().join("config.json");
+        for f in [&dead, &live, &kept] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        remove_stale_temporaries(dir.path()).unwrap();
+        assert!(!dead.exists());
+        assert!(live.exists() && kept.exists());
+        remove_stale_temporaries(&dir.path().join("absent")).unwrap();
+    }
 }

@@ -564,6 +564,8 @@ fn base_model(
         cfg.train.epochs,
         trained_on.len()
     ));
+    // A run killed while saving this entry leaves temporaries behind.
+    crate::result::remove_stale_temporaries(&dir)?;
     let mut model = ResNet::new(
         &cfg.model,
         &mut rng::stream(cfg.seed, rng::INIT),

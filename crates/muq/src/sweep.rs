@@ -298,6 +298,8 @@ pub fn execute(runs: &[PlannedRun], opts: &SweepOptions) -> anyhow::Result<Sweep
             progress: opts.progress,
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        // A sweep killed while writing leaves its temporary files behind.
+        crate::result::remove_stale_temporaries(&dir)?;
         crate::result::write_json(&dir.join("config.json"), &planned.config)?;
         let result = run(&planned.config, &run_opts);
         let seconds = t.elapsed().as_secs_f64();
