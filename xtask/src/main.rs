@@ -102,10 +102,7 @@ fn official_copy(dir: &Path) -> anyhow::Result<Vec<&'static str>> {
         };
         let path = dir.join(name);
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let got: String = Sha1::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let got = format!("{:x}", Sha1::digest(&bytes));
         if got != digest {
             differ.push(name);
         }

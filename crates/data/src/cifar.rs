@@ -215,10 +215,7 @@ pub fn load_dir_checked(dir: &Path) -> Result<(Cifar10, DirCheck)> {
 fn read_checked(path: &Path, name: &'static str) -> Result<(ImageSet, FileCheck)> {
     use sha1::{Digest as _, Sha1};
     let bytes = read(path)?;
-    let sha1: String = Sha1::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha1 = format!("{:x}", Sha1::digest(&bytes));
     let official = official_sha1().any(|(n, digest)| n == name && digest == sha1);
     let set = parse_batch(path, &bytes)?;
     let check = FileCheck {

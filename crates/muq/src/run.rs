@@ -595,10 +595,7 @@ pub const CHECKSUM_FILE: &str = "model.safetensors.sha256";
 
 fn file_sha256(path: &Path) -> anyhow::Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
 }
 
 /// Loads a cache entry, checking the checkpoint against its recorded
