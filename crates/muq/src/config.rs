@@ -39,6 +39,10 @@
 //! bootstrap = 0
 //! mia_features = ["confidence"]   # SVC membership attack features; [] = none
 //! recalibrators = []              # beside temperature scaling: ts, vs, ms, dirichlet, hist, iso, platt, sb
+//! ensemble = 0                    # deep-ensemble members (0 = none; else >= 2)
+//!
+//! [eval.recalibration.hist]       # any recalibrator's settings, e.g.
+//! bins = 15
 //! ```
 
 use std::path::Path;
@@ -213,7 +217,34 @@ pub struct EvalConfig {
     /// existed keep their ids.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub recalibrators: Vec<muq_calibrate::Method>,
+    /// The recalibrators' settings, each defaulting to its method's
+    /// defaults (a table per method, e.g. `[eval.recalibration.ms] lambda =
+    /// 0.01`; [`muq_calibrate::RecalibrationConfig`]). Left out of the
+    /// serialised config at its default.
+    #[serde(skip_serializing_if = "is_default_recalibration")]
+    pub recalibration: muq_calibrate::RecalibrationConfig,
+    /// Deep-ensemble members per state (0 = none, else at least 2): member
+    /// `j` is the base model trained with seed `seed + j` on the same
+    /// training data (member 0 is the run's own model), unlearned by each
+    /// method on the same forget set with its methods' streams seeded by
+    /// `seed + j`; a state's ensemble is the mean of its members' softmax
+    /// ([`crate::evaluate::Ensemble`]). Costs `ensemble − 1` more base
+    /// models (from the cache when they exist) and unlearnings. Left out of
+    /// the serialised config at 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub ensemble: usize,
 }
+
+fn is_default_recalibration(c: &muq_calibrate::RecalibrationConfig) -> bool {
+    *c == muq_calibrate::RecalibrationConfig::default()
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The most members a deep ensemble may have (`eval.ensemble`).
+pub const MAX_ENSEMBLE: usize = 64;
 
 fn is_default_mia(features: &[MiaFeature]) -> bool {
     features == [MiaFeature::Confidence]
@@ -228,6 +259,8 @@ impl Default for EvalConfig {
             bootstrap: 0,
             mia_features: vec![MiaFeature::Confidence],
             recalibrators: Vec::new(),
+            recalibration: muq_calibrate::RecalibrationConfig::default(),
+            ensemble: 0,
         }
     }
 }
@@ -418,6 +451,26 @@ impl RunConfig {
                 format!("`{}` is listed twice; list each recalibrator once", w[0]),
             );
         }
+        check_recalibration(&self.eval.recalibration)?;
+        if self.eval.ensemble == 1 || self.eval.ensemble > MAX_ENSEMBLE {
+            return invalid(
+                "eval.ensemble",
+                format!(
+                    "{} members: use 0 (no ensemble) or 2..={MAX_ENSEMBLE} (5 is the usual deep \
+                     ensemble)",
+                    self.eval.ensemble
+                ),
+            );
+        }
+        if self.seed.checked_add(self.eval.ensemble as u64).is_none() {
+            return invalid(
+                "eval.ensemble",
+                format!(
+                    "member seeds are seed + 0..{}, which overflows with seed = {}: use a smaller seed",
+                    self.eval.ensemble, self.seed
+                ),
+            );
+        }
         if self.eval.batch_size == 0 {
             return invalid("eval.batch_size", "must be at least 1".into());
         }
@@ -498,6 +551,86 @@ fn schema_error(e: serde_path_to_error::Error<toml::de::Error>, origin: &str) ->
         field: path,
         reason: format!("{message} (in {origin})"),
     }
+}
+
+/// Checks `[eval.recalibration]` before any work: each recalibrator's
+/// settings in range, named by their dotted path.
+fn check_recalibration(c: &muq_calibrate::RecalibrationConfig) -> Result<(), ConfigError> {
+    let fail = |field: &str, reason: String| {
+        Err(ConfigError::Invalid {
+            field: format!("eval.recalibration.{field}"),
+            reason,
+        })
+    };
+    let at_least = |field: &str, x: f64, min: f64, strict: bool| {
+        let ok = x.is_finite() && if strict { x > min } else { x >= min };
+        if ok {
+            Ok(())
+        } else {
+            let bound = if strict { "above" } else { "at least" };
+            fail(field, format!("{x} must be a finite number {bound} {min}"))
+        }
+    };
+    let newton = |method: &str, n: &muq_calibrate::NewtonConfig| {
+        if n.max_iterations == 0 {
+            return fail(
+                &format!("{method}.newton.max_iterations"),
+                "must be at least 1 (the default is 100)".into(),
+            );
+        }
+        at_least(
+            &format!("{method}.newton.gradient_tolerance"),
+            n.gradient_tolerance,
+            0.0,
+            true,
+        )
+    };
+    let bins = |field: &str, n: usize| {
+        if n == 0 || n > MAX_BINS as usize {
+            return fail(field, format!("{n} is not in 1..={MAX_BINS}"));
+        }
+        Ok(())
+    };
+    let search = &c.ts.search;
+    at_least(
+        "ts.search.min_temperature",
+        search.min_temperature,
+        0.0,
+        true,
+    )?;
+    at_least(
+        "ts.search.max_temperature",
+        search.max_temperature,
+        search.min_temperature,
+        true,
+    )?;
+    at_least("ts.search.tolerance", search.tolerance, 0.0, true)?;
+    if search.max_iterations == 0 {
+        return fail(
+            "ts.search.max_iterations",
+            "must be at least 1 (the default is 100)".into(),
+        );
+    }
+    newton("vs", &c.vs.newton)?;
+    for (method, lambda, mu, n) in [
+        ("ms", c.ms.lambda, c.ms.mu, &c.ms.newton),
+        (
+            "dirichlet",
+            c.dirichlet.lambda,
+            c.dirichlet.mu,
+            &c.dirichlet.newton,
+        ),
+    ] {
+        at_least(&format!("{method}.lambda"), lambda, 0.0, false)?;
+        at_least(&format!("{method}.mu"), mu, 0.0, false)?;
+        newton(method, n)?;
+    }
+    bins("hist.bins", c.hist.bins)?;
+    at_least("platt.c", c.platt.c, 0.0, true)?;
+    newton("platt", &c.platt.newton)?;
+    bins("sb.bins", c.sb.bins)?;
+    at_least("sb.c", c.sb.c, 0.0, true)?;
+    newton("sb", &c.sb.newton)
 }
 
 fn prefixed(section: &str, e: muq_resnet::ResnetError) -> ConfigError {

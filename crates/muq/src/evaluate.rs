@@ -60,15 +60,55 @@ pub struct Reliability {
     pub after_ts: ReliabilityDiagram,
 }
 
+/// A predictive distribution that averages several softmaxes — MC
+/// dropout's stochastic passes or a deep ensemble's members — evaluated as
+/// a state is: its temperature fitted on the calibration half, every metric
+/// before and after scaling on the evaluation half, the forget set and the
+/// retain sample, and each recalibrator of `eval.recalibrators` fitted on
+/// the calibration half. Its "logits" are the log mean probabilities, so
+/// temperature scaling and the recalibrators act on the averaged
+/// distribution (scaling `ln p̄` by `1/T` is the tempered mean).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Averaged {
+    /// Fitted on the calibration half's log mean probabilities.
+    pub temperature: TemperatureFit,
+    /// Evaluation half.
+    pub evaluation: Summary,
+    /// Forget set (absent in results written before it was measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forget: Option<Summary>,
+    /// Retain sample (absent in results written before it was measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain: Option<Summary>,
+    /// Reliability diagrams of the evaluation half (absent in results
+    /// written before they were drawn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reliability: Option<Reliability>,
+    /// The softmax-free metrics before and after each recalibrator (the
+    /// recalibrators of `eval.recalibrators`; `uncalibrated` always).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalibration: Option<Recalibration>,
+}
+
 /// MC-dropout evaluation: probabilities averaged over stochastic passes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct McDropout {
     /// Number of passes.
     pub passes: usize,
-    /// Temperature fitted on the calibration half's log mean probabilities.
-    pub temperature: TemperatureFit,
-    /// Metrics on the evaluation half.
-    pub evaluation: Summary,
+    /// The averaged distribution's metrics.
+    #[serde(flatten)]
+    pub metrics: Averaged,
+}
+
+/// A deep ensemble's evaluation: the mean softmax of `members` models that
+/// differ only in their seed (see [`crate::run`]'s ensemble members).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ensemble {
+    /// The seeds of the members' base models, the run's own first.
+    pub seeds: Vec<u64>,
+    /// The averaged distribution's metrics.
+    #[serde(flatten)]
+    pub metrics: Averaged,
 }
 
 /// Every metric of one model state.
@@ -92,6 +132,10 @@ pub struct StateMetrics {
     /// MC-dropout metrics, when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mc_dropout: Option<McDropout>,
+    /// The deep ensemble of `eval.ensemble` members in this state, when
+    /// asked for (each member unlearned by the same method).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<Ensemble>,
     /// The unlearning field's efficacy metrics (absent in results written
     /// before they were measured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,41 +180,87 @@ fn host_logits(model: &ResNet, set: EvalSet<'_>, cfg: &EvalConfig) -> anyhow::Re
     Ok(out.passes.into_iter().next().unwrap_or_default())
 }
 
+/// One model state's logits on the four [`EvalSets`], on the host
+/// (row-major `n × k` each): what [`evaluate_logits`] measures, and what a
+/// deep ensemble averages over its members.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SetLogits {
+    /// Calibration half.
+    pub calibration: Vec<f32>,
+    /// Evaluation half.
+    pub evaluation: Vec<f32>,
+    /// Forget set.
+    pub forget: Vec<f32>,
+    /// Retain sample.
+    pub retain: Vec<f32>,
+}
+
+impl SetLogits {
+    /// `model`'s eval-mode logits on each of `sets`.
+    ///
+    /// # Errors
+    /// A forward-pass error.
+    pub fn of(model: &ResNet, sets: &EvalSets<'_>, cfg: &EvalConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            calibration: host_logits(model, sets.calibration, cfg)?,
+            evaluation: host_logits(model, sets.evaluation, cfg)?,
+            forget: host_logits(model, sets.forget, cfg)?,
+            retain: host_logits(model, sets.retain, cfg)?,
+        })
+    }
+}
+
 /// Evaluates `model` on `sets`; `seed` drives MC dropout and the bootstrap.
+///
+/// # Errors
+/// A forward-pass or metric error.
 pub fn evaluate(
     model: &ResNet,
     sets: &EvalSets<'_>,
     cfg: &EvalConfig,
     seed: u64,
 ) -> anyhow::Result<StateMetrics> {
+    evaluate_logits(model, &SetLogits::of(model, sets, cfg)?, sets, cfg, seed)
+}
+
+/// [`evaluate`] on logits already computed by [`SetLogits::of`] (the model
+/// is still needed for MC dropout's stochastic passes).
+///
+/// # Errors
+/// A metric error, or a forward-pass error of MC dropout.
+pub fn evaluate_logits(
+    model: &ResNet,
+    z: &SetLogits,
+    sets: &EvalSets<'_>,
+    cfg: &EvalConfig,
+    seed: u64,
+) -> anyhow::Result<StateMetrics> {
     let k = model.config().num_classes;
     let bins = cfg.bins;
-    let cal_z = host_logits(model, sets.calibration, cfg)?;
     let cal_y = sets.calibration.labels();
-    let cal = Logits::new(&cal_z, k).context("calibration logits")?;
+    let cal = Logits::new(&z.calibration, k).context("calibration logits")?;
     let temperature = fit_temperature(&cal, &cal_y).context("fitting the temperature")?;
     let t = temperature.temperature;
     let summary =
-        |set: EvalSet<'_>, what: &str| -> anyhow::Result<(Vec<f32>, Vec<usize>, Summary)> {
-            let z = host_logits(model, set, cfg)?;
+        |z: &[f32], set: EvalSet<'_>, what: &str| -> anyhow::Result<(Vec<usize>, Summary)> {
             let y = set.labels();
-            let s = summarize(&Logits::new(&z, k)?, &y, t, bins)
+            let s = summarize(&Logits::new(z, k)?, &y, t, bins)
                 .with_context(|| format!("metrics of the {what}"))?;
-            Ok((z, y, s))
+            Ok((y, s))
         };
     let calibration = summarize(&cal, &cal_y, t, bins)?;
-    let (eval_z, eval_y, evaluation) = summary(sets.evaluation, "evaluation half")?;
-    let (forget_z, forget_y, forget) = summary(sets.forget, "forget set")?;
-    let (retain_z, retain_y, retain) = summary(sets.retain, "retain sample")?;
+    let (eval_y, evaluation) = summary(&z.evaluation, sets.evaluation, "evaluation half")?;
+    let (forget_y, forget) = summary(&z.forget, sets.forget, "forget set")?;
+    let (retain_y, retain) = summary(&z.retain, sets.retain, "retain sample")?;
     let efficacy = efficacy(
         k,
-        Split::new(&forget_z, &forget_y, &forget),
-        Split::new(&retain_z, &retain_y, &retain),
-        Split::new(&eval_z, &eval_y, &evaluation),
+        Split::new(&z.forget, &forget_y, &forget),
+        Split::new(&z.retain, &retain_y, &retain),
+        Split::new(&z.evaluation, &eval_y, &evaluation),
         cfg,
         seed,
     )?;
-    let eval_logits = Logits::new(&eval_z, k)?;
+    let eval_logits = Logits::new(&z.evaluation, k)?;
     let plain = Predictions::new(&eval_logits, &eval_y)?;
     let scaled = Predictions::with_temperature(&eval_logits, &eval_y, t)?;
     let reliability = Reliability {
@@ -179,11 +269,7 @@ pub fn evaluate(
     };
     let mut bootstrap = BTreeMap::new();
     if cfg.bootstrap > 0 {
-        let bc = BootstrapConfig {
-            resamples: cfg.bootstrap,
-            seed,
-            ..Default::default()
-        };
+        let bc = bootstrap_config(cfg, seed);
         type Metric = fn(&MetricSet) -> f64;
         let metrics: [(&str, Metric); 4] = [
             ("ece_after_ts", |m| m.ece),
@@ -211,16 +297,19 @@ pub fn evaluate(
         None
     } else {
         let splits = [
-            (Logits::new(&eval_z, k)?, eval_y.as_slice()),
-            (Logits::new(&forget_z, k)?, forget_y.as_slice()),
-            (Logits::new(&retain_z, k)?, retain_y.as_slice()),
+            (Logits::new(&z.evaluation, k)?, eval_y.as_slice()),
+            (Logits::new(&z.forget, k)?, forget_y.as_slice()),
+            (Logits::new(&z.retain, k)?, retain_y.as_slice()),
         ];
         Some(recalibrate(
             &cfg.recalibrators,
-            &RecalibrationConfig::default(),
+            &cfg.recalibration,
             (&cal, &cal_y),
             &splits,
             bins,
+            (cfg.bootstrap > 0)
+                .then(|| bootstrap_config(cfg, seed))
+                .as_ref(),
         )?)
     };
     Ok(StateMetrics {
@@ -232,8 +321,82 @@ pub fn evaluate(
         reliability,
         bootstrap,
         mc_dropout,
+        ensemble: None,
         efficacy: Some(efficacy),
         recalibration,
+    })
+}
+
+/// The bootstrap of `eval.bootstrap` resamples (95 %), seeded by the run.
+fn bootstrap_config(cfg: &EvalConfig, seed: u64) -> BootstrapConfig {
+    BootstrapConfig {
+        resamples: cfg.bootstrap,
+        seed,
+        ..Default::default()
+    }
+}
+
+/// Evaluates an averaged predictive distribution given as several
+/// softmaxes' logits per set (MC dropout's passes, an ensemble's members):
+/// see [`Averaged`].
+///
+/// # Errors
+/// A metric or fit error.
+pub fn evaluate_averaged(
+    passes: &[&SetLogits],
+    k: usize,
+    sets: &EvalSets<'_>,
+    cfg: &EvalConfig,
+    seed: u64,
+) -> anyhow::Result<Averaged> {
+    let mean = |f: fn(&SetLogits) -> &Vec<f32>| -> Vec<f64> {
+        let ps: Vec<&[f32]> = passes.iter().map(|p| f(p).as_slice()).collect();
+        log_mean_probs(&ps, k)
+    };
+    let cal = mean(|z| &z.calibration);
+    let ev = mean(|z| &z.evaluation);
+    let fo = mean(|z| &z.forget);
+    let re = mean(|z| &z.retain);
+    let cal_y = sets.calibration.labels();
+    let cal_logits = Logits::new(&cal, k)?;
+    let temperature = fit_temperature(&cal_logits, &cal_y)
+        .context("fitting the temperature of the averaged distribution")?;
+    let t = temperature.temperature;
+    let (ev_y, fo_y, re_y) = (
+        sets.evaluation.labels(),
+        sets.forget.labels(),
+        sets.retain.labels(),
+    );
+    let ev_logits = Logits::new(&ev, k)?;
+    let reliability = Reliability {
+        before_ts: reliability_diagram(&Predictions::new(&ev_logits, &ev_y)?, cfg.bins)?,
+        after_ts: reliability_diagram(
+            &Predictions::with_temperature(&ev_logits, &ev_y, t)?,
+            cfg.bins,
+        )?,
+    };
+    let splits = [
+        (Logits::new(&ev, k)?, ev_y.as_slice()),
+        (Logits::new(&fo, k)?, fo_y.as_slice()),
+        (Logits::new(&re, k)?, re_y.as_slice()),
+    ];
+    let recalibration = recalibrate(
+        &cfg.recalibrators,
+        &cfg.recalibration,
+        (&cal_logits, &cal_y),
+        &splits,
+        cfg.bins,
+        (cfg.bootstrap > 0)
+            .then(|| bootstrap_config(cfg, seed))
+            .as_ref(),
+    )?;
+    Ok(Averaged {
+        temperature,
+        evaluation: summarize(&ev_logits, &ev_y, t, cfg.bins)?,
+        forget: Some(summarize(&splits[1].0, &fo_y, t, cfg.bins)?),
+        retain: Some(summarize(&splits[2].0, &re_y, t, cfg.bins)?),
+        reliability: Some(reliability),
+        recalibration: Some(recalibration),
     })
 }
 
@@ -541,6 +704,10 @@ pub struct RecalibratorResult {
     /// Reliability diagram of the evaluation half (top-label confidence,
     /// `eval.bins` equal-width bins).
     pub reliability: ReliabilityDiagram,
+    /// With `eval.bootstrap`: percentile intervals on the evaluation half
+    /// ([`bootstrap_intervals`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bootstrap: BTreeMap<String, ConfidenceInterval>,
 }
 
 /// Every configured recalibrator of one state, beside the same metrics of
@@ -549,12 +716,59 @@ pub struct RecalibratorResult {
 pub struct Recalibration {
     /// The softmax at temperature 1, measured the same way.
     pub uncalibrated: SplitMetrics,
+    /// With `eval.bootstrap`: the uncalibrated softmax's intervals on the
+    /// evaluation half ([`bootstrap_intervals`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub uncalibrated_bootstrap: BTreeMap<String, ConfidenceInterval>,
     /// Per recalibrator, by its short name (`ts`, `iso`, …).
     pub methods: BTreeMap<String, RecalibratorResult>,
 }
 
+/// Percentile bootstrap intervals of one set of predictions on the
+/// evaluation half, every interval from the same resamples (the run's seed):
+/// `ece`, `smooth_ece` and `brier`, and the paired differences
+/// `ece_minus_ts` and `brier_minus_ts` to temperature scaling (fitted on the
+/// calibration half with the `ts` settings) on each resample — an interval
+/// of a difference that excludes 0 says the recalibrator beats (below 0) or
+/// loses to temperature scaling beyond the evaluation half's sampling noise.
+///
+/// # Errors
+/// A metric error, or [`CalibError::NonFiniteStatistic`].
+pub fn bootstrap_intervals(
+    p: &Predictions,
+    ts: &Predictions,
+    bins: usize,
+    config: &BootstrapConfig,
+) -> Result<BTreeMap<String, ConfidenceInterval>, CalibError> {
+    type Stat = fn(&Predictions, &Predictions, usize) -> Result<f64, CalibError>;
+    let stats: [(&str, Stat); 5] = [
+        ("ece", |p, _, bins| {
+            Ok(reliability_diagram(p, bins)?.calibration_error(Norm::L1))
+        }),
+        ("smooth_ece", |p, _, _| Ok(smooth_ece(p)?.value)),
+        ("brier", |p, _, _| Ok(muq_calibrate::brier(p))),
+        ("ece_minus_ts", |p, ts, bins| {
+            Ok(reliability_diagram(p, bins)?.calibration_error(Norm::L1)
+                - reliability_diagram(ts, bins)?.calibration_error(Norm::L1))
+        }),
+        ("brier_minus_ts", |p, ts, _| {
+            Ok(muq_calibrate::brier(p) - muq_calibrate::brier(ts))
+        }),
+    ];
+    let mut out = BTreeMap::new();
+    for (name, stat) in stats {
+        let ci = bootstrap_ci(p.len(), config, |idx| {
+            (|| stat(&p.select(idx)?, &ts.select(idx)?, bins))().unwrap_or(f64::NAN)
+        })?;
+        out.insert(name.to_string(), ci);
+    }
+    Ok(out)
+}
+
 /// Fits each of `methods` on `calibration` and measures it on `splits`
-/// (evaluation half, forget set, retain sample, in that order).
+/// (evaluation half, forget set, retain sample, in that order); with
+/// `bootstrap`, also the [`bootstrap_intervals`] of the uncalibrated softmax
+/// and of each method.
 ///
 /// # Errors
 /// A fit or metric error, naming the recalibrator.
@@ -564,6 +778,7 @@ pub fn recalibrate(
     calibration: (&Logits<'_>, &[usize]),
     splits: &[(Logits<'_>, &[usize]); 3],
     bins: usize,
+    bootstrap: Option<&BootstrapConfig>,
 ) -> anyhow::Result<Recalibration> {
     let metrics = |p: &[Predictions; 3]| -> Result<SplitMetrics, CalibError> {
         Ok(SplitMetrics {
@@ -585,6 +800,25 @@ pub fn recalibrate(
     }
     let plain = each(splits, Predictions::new)?;
     let uncalibrated = metrics(&plain).context("metrics of the uncalibrated softmax")?;
+    // The reference of the paired differences: temperature scaling.
+    let ts = match bootstrap {
+        Some(_) => {
+            let fitted = config
+                .ts
+                .fit(calibration.0, calibration.1)
+                .context("fitting temperature scaling (the bootstrap's reference)")?;
+            Some(fitted.apply(&splits[0].0)?.predictions(splits[0].1)?)
+        }
+        None => None,
+    };
+    let intervals = |p: &Predictions, what: &str| -> anyhow::Result<_> {
+        match (bootstrap, &ts) {
+            (Some(bc), Some(ts)) => bootstrap_intervals(p, ts, bins, bc)
+                .with_context(|| format!("bootstrap intervals of {what}")),
+            _ => Ok(BTreeMap::new()),
+        }
+    };
+    let uncalibrated_bootstrap = intervals(&plain[0], "the uncalibrated softmax")?;
     let mut out = BTreeMap::new();
     for &method in methods {
         let (fitted, fit) = fit_with_diagnostics(method, config, calibration.0, calibration.1)
@@ -600,11 +834,13 @@ pub fn recalibrate(
                 forget: m.forget,
                 retain: m.retain,
                 reliability: reliability_diagram(&applied[0], bins)?,
+                bootstrap: intervals(&applied[0], &format!("`{method}`"))?,
             },
         );
     }
     Ok(Recalibration {
         uncalibrated,
+        uncalibrated_bootstrap,
         methods: out,
     })
 }
@@ -660,7 +896,7 @@ pub mod nonfinite {
 
 /// Log of the mean softmax over passes: valid logits of the averaged
 /// predictive distribution.
-fn log_mean_probs(passes: &[Vec<f32>], k: usize) -> Vec<f64> {
+fn log_mean_probs(passes: &[&[f32]], k: usize) -> Vec<f64> {
     let n = passes.first().map_or(0, |p| p.len() / k);
     let mut acc = vec![0.0f64; n * k];
     for pass in passes {
@@ -688,24 +924,28 @@ fn mc_dropout(
         passes: cfg.mc_dropout_passes,
         seed,
     };
-    let run = |set: EvalSet<'_>| -> anyhow::Result<Vec<f64>> {
-        let out = logits(model, set.data, set.indices, cfg.batch_size, passes)?;
-        Ok(log_mean_probs(&out.passes, k))
+    let run = |set: EvalSet<'_>| -> anyhow::Result<Vec<Vec<f32>>> {
+        Ok(logits(model, set.data, set.indices, cfg.batch_size, passes)?.passes)
     };
-    let cal = run(sets.calibration)?;
-    let cal_y = sets.calibration.labels();
-    let temperature = fit_temperature(&Logits::new(&cal, k)?, &cal_y)?;
-    let ev = run(sets.evaluation)?;
-    let evaluation = summarize(
-        &Logits::new(&ev, k)?,
-        &sets.evaluation.labels(),
-        temperature.temperature,
-        cfg.bins,
-    )?;
+    let (cal, ev, fo, re) = (
+        run(sets.calibration)?,
+        run(sets.evaluation)?,
+        run(sets.forget)?,
+        run(sets.retain)?,
+    );
+    let per_pass: Vec<SetLogits> = (0..cfg.mc_dropout_passes)
+        .map(|i| SetLogits {
+            calibration: cal[i].clone(),
+            evaluation: ev[i].clone(),
+            forget: fo[i].clone(),
+            retain: re[i].clone(),
+        })
+        .collect();
+    let refs: Vec<&SetLogits> = per_pass.iter().collect();
     Ok(McDropout {
         passes: cfg.mc_dropout_passes,
-        temperature,
-        evaluation,
+        metrics: evaluate_averaged(&refs, k, sets, cfg, seed)
+            .context("evaluating MC dropout's mean prediction")?,
     })
 }
 
@@ -717,9 +957,113 @@ mod tests {
     fn log_mean_probs_averages_distributions() {
         // Two passes over one sample, 2 classes: softmax(0,0) = (.5,.5),
         // softmax(ln 3, 0) = (.75,.25); mean (.625, .375).
-        let passes = vec![vec![0.0f32, 0.0], vec![3f32.ln(), 0.0]];
+        let passes: [&[f32]; 2] = [&[0.0, 0.0], &[3f32.ln(), 0.0]];
         let z = log_mean_probs(&passes, 2);
         assert!((z[0].exp() - 0.625).abs() < 1e-7);
         assert!((z[1].exp() - 0.375).abs() < 1e-7);
+    }
+
+    /// Eval sets over a synthetic test set of 60 images and seeded
+    /// pseudo-logits for them (`scale` sets how confident they are).
+    fn fixture() -> (muq_data::Dataset, Vec<usize>, Vec<usize>) {
+        let data = muq_data::synthetic::generate(10, 60, 3);
+        let test = muq_data::Dataset::clean(
+            std::sync::Arc::new(data.test),
+            muq_data::Normalization::CIFAR10,
+        );
+        ((test), (0..30).collect(), (30..60).collect())
+    }
+
+    fn pseudo_logits(n: usize, k: usize, labels: &[u8], scale: f32, salt: u32) -> Vec<f32> {
+        (0..n * k)
+            .map(|i| {
+                // A cheap deterministic hash in [-1, 1), the label's logit raised.
+                let h = (i as u32 ^ salt).wrapping_mul(2_654_435_761) >> 8;
+                let u = h as f32 / (1u32 << 24) as f32 * 2.0 - 1.0;
+                let bonus = if usize::from(labels[i / k]) == i % k {
+                    1.5
+                } else {
+                    0.0
+                };
+                scale * (u + bonus)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_ensemble_of_one_model_repeated_is_that_model_and_averaging_lowers_brier() {
+        let (test, cal_idx, eval_idx) = fixture();
+        let set = |idx| EvalSet {
+            data: &test,
+            indices: idx,
+        };
+        let sets = EvalSets {
+            calibration: set(&cal_idx),
+            evaluation: set(&eval_idx),
+            forget: set(&cal_idx),
+            retain: set(&eval_idx),
+        };
+        let k = 10;
+        let labels = test.labels();
+        let member = |scale, salt| {
+            let z = |idx: &[usize]| -> Vec<f32> {
+                let l: Vec<u8> = idx.iter().map(|&i| labels[i]).collect();
+                pseudo_logits(idx.len(), k, &l, scale, salt)
+            };
+            SetLogits {
+                calibration: z(&cal_idx),
+                evaluation: z(&eval_idx),
+                forget: z(&cal_idx),
+                retain: z(&eval_idx),
+            }
+        };
+        let cfg = EvalConfig::default();
+        let a = member(2.0, 1);
+        // The same member twice: the single model's softmax, so its
+        // temperature and metrics (fitted on log-probabilities, which differ
+        // from the logits by a per-row constant).
+        let twice = evaluate_averaged(&[&a, &a], k, &sets, &cfg, 0).unwrap();
+        let cal = Logits::new(&a.calibration, k).unwrap();
+        let single_t = fit_temperature(&cal, &sets.calibration.labels()).unwrap();
+        assert!((twice.temperature.temperature - single_t.temperature).abs() < 1e-9);
+        let single = summarize(
+            &Logits::new(&a.evaluation, k).unwrap(),
+            &sets.evaluation.labels(),
+            single_t.temperature,
+            cfg.bins,
+        )
+        .unwrap();
+        for (x, y) in [
+            (
+                twice.evaluation.uncalibrated.brier,
+                single.uncalibrated.brier,
+            ),
+            (twice.evaluation.scaled.ece, single.scaled.ece),
+            (twice.evaluation.scaled.nll, single.scaled.nll),
+        ] {
+            assert!((x - y).abs() < 1e-9, "{x} vs {y}");
+        }
+        // Two different members: the mean prediction's Brier score is at
+        // most the members' mean (Brier is convex in the probabilities) —
+        // and here strictly below, which averaging logits would not ensure.
+        let b = member(3.0, 7);
+        let both = evaluate_averaged(&[&a, &b], k, &sets, &cfg, 0).unwrap();
+        let brier = |m: &SetLogits| {
+            summarize(
+                &Logits::new(&m.evaluation, k).unwrap(),
+                &sets.evaluation.labels(),
+                1.0,
+                cfg.bins,
+            )
+            .unwrap()
+            .uncalibrated
+            .brier
+        };
+        let mean = (brier(&a) + brier(&b)) / 2.0;
+        assert!(
+            both.evaluation.uncalibrated.brier < mean - 1e-6,
+            "{} vs {mean}",
+            both.evaluation.uncalibrated.brier
+        );
     }
 }

@@ -43,6 +43,15 @@ pub struct MetricsArgs {
     /// `recalibrated` object.
     #[arg(long, value_name = "METHODS", value_delimiter = ',', value_parser = parse_method)]
     pub recalibrate: Vec<Method>,
+    /// Bootstrap resamples for 95 % intervals of each `--recalibrate`
+    /// block's ECE, smooth ECE and Brier and of their paired differences to
+    /// temperature scaling (0 = none; 1000 is usual).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "recalibrate",
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub bootstrap: u32,
+    /// Seed of the bootstrap's resampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// One `--recalibrate` name, spaces around it allowed.
@@ -143,6 +152,10 @@ pub struct RecalibratedBlock {
     pub fitted_on: FittedOn,
     /// How the fit went.
     pub fit: FitDiagnostics,
+    /// With `--bootstrap`: percentile 95 % intervals on the evaluated set
+    /// ([`crate::evaluate::bootstrap_intervals`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub bootstrap: BTreeMap<String, muq_calibrate::ConfidenceInterval>,
 }
 
 /// Smooth ECE and debiased L2 calibration error of `p`.
@@ -304,12 +317,24 @@ pub fn compute(args: &MetricsArgs) -> anyhow::Result<MetricsReport> {
             .with_context(|| format!("applying the `{method}` recalibrator"))?;
         let metrics = ProbMetrics::compute(&p, bins)
             .with_context(|| format!("computing metrics after `{method}`"))?;
+        let bootstrap = if args.bootstrap > 0 {
+            let config = muq_calibrate::BootstrapConfig {
+                resamples: args.bootstrap as usize,
+                seed: args.seed,
+                ..Default::default()
+            };
+            crate::evaluate::bootstrap_intervals(&p, &scaled, bins, &config)
+                .with_context(|| format!("bootstrap intervals after `{method}`"))?
+        } else {
+            BTreeMap::new()
+        };
         report.recalibrated.insert(
             method,
             RecalibratedBlock {
                 metrics,
                 fitted_on,
                 fit: diagnostics,
+                bootstrap,
             },
         );
     }

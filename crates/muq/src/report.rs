@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use muq_calibrate::{ReliabilityBin, ReliabilityDiagram};
+use muq_calibrate::{ConfidenceInterval, ReliabilityBin, ReliabilityDiagram};
 use muq_data::ModalityKind;
 use serde::{Deserialize, Serialize};
 
@@ -609,6 +609,18 @@ pub struct StateReport {
     /// recalibrators).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recalibrated_figure: Option<String>,
+    /// The deep ensemble (`eval.ensemble`) of this state, before and after
+    /// each recalibrator, as [`StateReport::recalibrated`] (empty when no
+    /// run of this state has an ensemble).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ensemble: Vec<RecalibratedReport>,
+    /// The ensembles' member counts, over the runs that have one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ensemble_members: Vec<usize>,
+    /// MC dropout (`eval.mc_dropout_passes`) of this state, before and
+    /// after each recalibrator (empty when no run has it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mc_dropout: Vec<RecalibratedReport>,
 }
 
 /// The name of the reference entry of [`StateReport::recalibrated`]: the
@@ -631,6 +643,12 @@ pub struct RecalibratedReport {
     pub metrics: BTreeMap<String, Stat>,
     /// Reliability diagram of the evaluation half, bins pooled over seeds.
     pub reliability: ReliabilityDiagram,
+    /// The bootstrap intervals of the evaluation half
+    /// ([`crate::evaluate::bootstrap_intervals`]) when exactly one run
+    /// measured this entry and had `eval.bootstrap` (over several seeds the
+    /// spread over seeds is reported instead).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bootstrap: BTreeMap<String, ConfidenceInterval>,
 }
 
 /// A metric of [`RecalibratedReport::metrics`], read from one split's
@@ -665,15 +683,24 @@ pub fn recalibrated_metric_keys() -> Vec<&'static str> {
     RECAL_METRICS.iter().map(|(k, _)| *k).collect()
 }
 
-/// The recalibrators of one state over its runs `(seed, metrics)`:
-/// [`UNCALIBRATED`] first, then every method some run measured.
-fn recalibrated_reports(
-    values: &[(u64, &StateMetrics)],
-) -> anyhow::Result<Vec<RecalibratedReport>> {
-    let with: Vec<(u64, &Recalibration, &ReliabilityDiagram)> = values
-        .iter()
-        .filter_map(|(seed, m)| Some((*seed, m.recalibration.as_ref()?, &m.reliability.before_ts)))
-        .collect();
+/// One run's recalibrators of one predictor (the model, its ensemble or
+/// MC dropout): seed, the recalibration block, and the reliability diagram
+/// of the uncalibrated softmax.
+type RecalRun<'a> = (u64, &'a Recalibration, &'a ReliabilityDiagram);
+
+/// An ensemble's or MC dropout's recalibrators in one run (absent in
+/// results written before they were measured).
+fn averaged_run(a: &crate::evaluate::Averaged, seed: u64) -> Option<RecalRun<'_>> {
+    Some((
+        seed,
+        a.recalibration.as_ref()?,
+        &a.reliability.as_ref()?.before_ts,
+    ))
+}
+
+/// The recalibrators of one state over its runs: [`UNCALIBRATED`] first,
+/// then every method some run measured.
+fn recalibrated_reports(with: &[RecalRun<'_>]) -> anyhow::Result<Vec<RecalibratedReport>> {
     if with.is_empty() {
         return Ok(Vec::new());
     }
@@ -691,26 +718,34 @@ fn recalibrated_reports(
             .unwrap_or(Method::ALL.len());
         (rank, *n)
     });
-    let entry = |method: &str,
-                 runs: Vec<(u64, RecalSplits<'_>, &ReliabilityDiagram)>|
-     -> anyhow::Result<RecalibratedReport> {
+    type Entry<'a> = (
+        u64,
+        RecalSplits<'a>,
+        &'a ReliabilityDiagram,
+        &'a BTreeMap<String, ConfidenceInterval>,
+    );
+    let entry = |method: &str, runs: Vec<Entry<'_>>| -> anyhow::Result<RecalibratedReport> {
         let metrics = RECAL_METRICS
             .iter()
             .filter_map(|(key, get)| {
-                let xs: Vec<f64> = runs.iter().map(|(_, s, _)| get(s)).collect();
+                let xs: Vec<f64> = runs.iter().map(|(_, s, _, _)| get(s)).collect();
                 if xs.iter().any(|x| !x.is_finite()) {
                     return None;
                 }
                 Some(((*key).to_string(), Stat::of(&xs)?))
             })
             .collect();
-        let diagrams: Vec<&ReliabilityDiagram> = runs.iter().map(|(_, _, d)| *d).collect();
+        let diagrams: Vec<&ReliabilityDiagram> = runs.iter().map(|(_, _, d, _)| *d).collect();
         Ok(RecalibratedReport {
             method: method.to_string(),
-            seeds: runs.iter().map(|(seed, _, _)| *seed).collect(),
+            seeds: runs.iter().map(|(seed, _, _, _)| *seed).collect(),
             metrics,
             reliability: pool_reliability(&diagrams)
                 .with_context(|| format!("pooling the reliability bins after `{method}`"))?,
+            bootstrap: match runs.as_slice() {
+                [(_, _, _, ci)] => (*ci).clone(),
+                _ => BTreeMap::new(),
+            },
         })
     };
     let mut out = vec![entry(
@@ -723,7 +758,7 @@ fn recalibrated_reports(
                     forget: &u.forget,
                     retain: &u.retain,
                 };
-                (*seed, splits, *before)
+                (*seed, splits, *before, &r.uncalibrated_bootstrap)
             })
             .collect(),
     )?];
@@ -737,7 +772,7 @@ fn recalibrated_reports(
                     forget: &m.forget,
                     retain: &m.retain,
                 };
-                Some((*seed, splits, &m.reliability))
+                Some((*seed, splits, &m.reliability, &m.bootstrap))
             })
             .collect();
         out.push(entry(name, runs)?);
@@ -1061,8 +1096,32 @@ fn build_modality(
             .iter()
             .map(|(_, m)| &m.reliability.after_ts)
             .collect();
-        let recalibrated = recalibrated_reports(&values)
+        let single: Vec<RecalRun<'_>> = values
+            .iter()
+            .filter_map(|(seed, m)| {
+                Some((*seed, m.recalibration.as_ref()?, &m.reliability.before_ts))
+            })
+            .collect();
+        let recalibrated = recalibrated_reports(&single)
             .with_context(|| format!("the recalibrators of {modality} / {name}"))?;
+        let ensemble_runs: Vec<RecalRun<'_>> = values
+            .iter()
+            .filter_map(|(seed, m)| averaged_run(&m.ensemble.as_ref()?.metrics, *seed))
+            .collect();
+        let ensemble = recalibrated_reports(&ensemble_runs)
+            .with_context(|| format!("the ensemble of {modality} / {name}"))?;
+        let mc_runs: Vec<RecalRun<'_>> = values
+            .iter()
+            .filter_map(|(seed, m)| averaged_run(&m.mc_dropout.as_ref()?.metrics, *seed))
+            .collect();
+        let mc_dropout = recalibrated_reports(&mc_runs)
+            .with_context(|| format!("MC dropout of {modality} / {name}"))?;
+        let mut ensemble_members: Vec<usize> = values
+            .iter()
+            .filter_map(|(_, m)| Some(m.ensemble.as_ref()?.seeds.len()))
+            .collect();
+        ensemble_members.sort_unstable();
+        ensemble_members.dedup();
         let recalibrated_figure = (!recalibrated.is_empty()).then(|| {
             format!(
                 "{figure_prefix}/recalibrated-{modality}-{}",
@@ -1081,6 +1140,9 @@ fn build_modality(
             figure: format!("{figure_prefix}/reliability-{modality}-{}", file_safe(name)),
             recalibrated,
             recalibrated_figure,
+            ensemble,
+            ensemble_members,
+            mc_dropout,
         });
     }
     Ok(ModalityReport {
@@ -1542,6 +1604,7 @@ fn render_group(w: &mut String, report: &Report, g: &Group) {
 
     render_efficacy(w, g);
     render_recalibrated(w, g);
+    render_baselines(w, g);
 
     // Figures.
     let _ = writeln!(w, "### Figures\n");
@@ -1601,6 +1664,92 @@ fn has_recalibrators(g: &Group) -> bool {
         .any(|s| !s.recalibrated.is_empty())
 }
 
+/// `estimate [lower, upper]` of the bootstrap interval `key`, or `–`.
+fn ci_cell(cis: &BTreeMap<String, ConfidenceInterval>, key: &str) -> String {
+    cis.get(key).map_or_else(
+        || "–".to_string(),
+        |c| format!("{} [{}, {}]", d4(c.estimate), d4(c.lower), d4(c.upper)),
+    )
+}
+
+/// Whether some entry of some state carries bootstrap intervals.
+fn has_intervals<'a>(entries: impl IntoIterator<Item = &'a RecalibratedReport>) -> bool {
+    entries.into_iter().any(|r| !r.bootstrap.is_empty())
+}
+
+/// The rows of one predictor's recalibrators in a state: `predictor` is
+/// the table's predictor column, if it has one.
+fn recal_rows(
+    w: &mut String,
+    state: &str,
+    predictor: Option<&str>,
+    entries: &[RecalibratedReport],
+    intervals: bool,
+) {
+    use std::fmt::Write as _;
+    for r in entries {
+        let name = if r.method == UNCALIBRATED {
+            r.method.clone()
+        } else {
+            format!("`{}`", r.method)
+        };
+        let x = &r.metrics;
+        let _ = write!(w, "| `{state}` |");
+        if let Some(p) = predictor {
+            let _ = write!(w, " {p} |");
+        }
+        let _ = write!(
+            w,
+            " {} | {} | {} | {} | {} | {} |",
+            name,
+            r.seeds.len(),
+            cell(x, "accuracy"),
+            cell(x, "ece"),
+            cell(x, "smooth_ece"),
+            cell(x, "brier"),
+        );
+        if intervals {
+            let _ = write!(
+                w,
+                " {} | {} |",
+                ci_cell(&r.bootstrap, "ece_minus_ts"),
+                ci_cell(&r.bootstrap, "brier_minus_ts")
+            );
+        }
+        let _ = writeln!(w);
+    }
+}
+
+/// The header of a recalibrator table (with a predictor column or not,
+/// with the bootstrap columns or not).
+fn recal_header(w: &mut String, predictor: bool, intervals: bool) {
+    use std::fmt::Write as _;
+    let (p, pa) = if predictor {
+        (" predictor |", "---|")
+    } else {
+        ("", "")
+    };
+    let (c, ca) = if intervals {
+        (
+            " ECE − `ts` [95 % CI] | Brier − `ts` [95 % CI] |",
+            "---:|---:|",
+        )
+    } else {
+        ("", "")
+    };
+    let _ = writeln!(
+        w,
+        "| state |{p} recalibrator | runs | accuracy | ECE | smooth ECE | Brier |{c}"
+    );
+    let _ = writeln!(w, "|---|{pa}---|---:|---:|---:|---:|---:|{ca}");
+}
+
+const INTERVALS_NOTE: &str = "With `eval.bootstrap` and one run per row, the last columns give \
+    the paired bootstrap difference to temperature scaling on the evaluation half (the same \
+    resamples for both; percentile 95 % interval): an interval below 0 means the recalibrator \
+    beats temperature scaling beyond the evaluation half's sampling noise, one that holds 0 \
+    means no difference is shown.";
+
 /// The table "ECE / smooth ECE / Brier after each recalibrator", per
 /// modality and state; nothing when no run has recalibrators.
 fn render_recalibrated(w: &mut String, g: &Group) {
@@ -1608,6 +1757,12 @@ fn render_recalibrated(w: &mut String, g: &Group) {
     if !has_recalibrators(g) {
         return;
     }
+    let intervals = has_intervals(
+        g.modalities
+            .iter()
+            .flat_map(|m| &m.states)
+            .flat_map(|s| &s.recalibrated),
+    );
     let _ = writeln!(
         w,
         "### ECE / smooth ECE / Brier after each recalibrator\n\nEach recalibrator of \
@@ -1617,7 +1772,12 @@ fn render_recalibrated(w: &mut String, g: &Group) {
          relplot's bandwidth; ECE on the configured equal-width bins. The top-label methods \
          (`hist`, `iso`, `platt`, `sb`) keep every prediction, so their accuracy is the \
          uncalibrated one. `summary.csv` and `summary.json` also hold the debiased L2 \
-         calibration error, the NLL and the forget-set and retain-sample numbers.\n"
+         calibration error, the NLL and the forget-set and retain-sample numbers.{}\n",
+        if intervals {
+            format!(" {INTERVALS_NOTE}")
+        } else {
+            String::new()
+        }
     );
     for m in &g.modalities {
         if m.states.iter().all(|s| s.recalibrated.is_empty()) {
@@ -1629,31 +1789,68 @@ fn render_recalibrated(w: &mut String, g: &Group) {
             modality_title(&m.modality),
             m.runs.len()
         );
+        recal_header(w, false, intervals);
+        for st in &m.states {
+            recal_rows(w, &st.state, None, &st.recalibrated, intervals);
+        }
+        let _ = writeln!(w);
+    }
+}
+
+/// The table of the uncertainty baselines — deep ensemble and MC dropout —
+/// per modality and state, before and after each recalibrator, beside the
+/// single model; nothing when no run has either.
+fn render_baselines(w: &mut String, g: &Group) {
+    use std::fmt::Write as _;
+    let states = || g.modalities.iter().flat_map(|m| &m.states);
+    if states().all(|s| s.ensemble.is_empty() && s.mc_dropout.is_empty()) {
+        return;
+    }
+    let intervals = has_intervals(states().flat_map(|s| {
+        s.recalibrated
+            .iter()
+            .chain(&s.ensemble)
+            .chain(&s.mc_dropout)
+    }));
+    let _ = writeln!(
+        w,
+        "### Uncertainty baselines: deep ensemble and MC dropout\n\n\
+         Per state, the single model beside the deep ensemble (`eval.ensemble`: the mean softmax \
+         of members trained with seeds seed, seed + 1, … on the same data and each unlearned by \
+         the same method on the same forget set) and MC dropout (`eval.mc_dropout_passes`: the \
+         mean softmax of stochastic passes), each before (`uncalibrated`) and after every \
+         recalibrator, fitted on the calibration half and measured on the evaluation half.{}\n",
+        if intervals {
+            format!(" {INTERVALS_NOTE}")
+        } else {
+            String::new()
+        }
+    );
+    for m in &g.modalities {
+        if m.states
+            .iter()
+            .all(|s| s.ensemble.is_empty() && s.mc_dropout.is_empty())
+        {
+            continue;
+        }
         let _ = writeln!(
             w,
-            "| state | recalibrator | runs | accuracy | ECE | smooth ECE | Brier |"
+            "#### {} ({} runs)\n",
+            modality_title(&m.modality),
+            m.runs.len()
         );
-        let _ = writeln!(w, "|---|---|---:|---:|---:|---:|---:|");
+        recal_header(w, true, intervals);
         for st in &m.states {
-            for r in &st.recalibrated {
-                let name = if r.method == UNCALIBRATED {
-                    r.method.clone()
-                } else {
-                    format!("`{}`", r.method)
-                };
-                let x = &r.metrics;
-                let _ = writeln!(
-                    w,
-                    "| `{}` | {} | {} | {} | {} | {} | {} |",
-                    st.state,
-                    name,
-                    r.seeds.len(),
-                    cell(x, "accuracy"),
-                    cell(x, "ece"),
-                    cell(x, "smooth_ece"),
-                    cell(x, "brier"),
-                );
-            }
+            let members = st
+                .ensemble_members
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("/");
+            let ensemble = format!("ensemble of {members}");
+            recal_rows(w, &st.state, Some("model"), &st.recalibrated, intervals);
+            recal_rows(w, &st.state, Some(&ensemble), &st.ensemble, intervals);
+            recal_rows(w, &st.state, Some("MC dropout"), &st.mc_dropout, intervals);
         }
         let _ = writeln!(w);
     }
@@ -1773,7 +1970,8 @@ pub fn recalibrated_quantity(method: &str) -> String {
 /// `minus_retrain` (paired differences) or `gap_to_retrain` (paired
 /// absolute differences, with the metric `avg_gap`); with recalibrators
 /// also `uncalibrated` and `after_<method>` (see
-/// [`recalibrated_quantity`]), with the metrics of
+/// [`recalibrated_quantity`]), and with a deep ensemble or MC dropout the
+/// same prefixed `ensemble_` or `mc_dropout_`, with the metrics of
 /// [`recalibrated_metric_keys`]. Floats are written in the shortest
 /// form that reads back to the same `f64`.
 pub fn render_csv(report: &Report) -> anyhow::Result<String> {
@@ -1805,8 +2003,16 @@ pub fn render_csv(report: &Report) -> anyhow::Result<String> {
                         }
                     }
                 }
-                for r in &s.recalibrated {
-                    let quantity = recalibrated_quantity(&r.method);
+                let predictors = [
+                    ("", &s.recalibrated),
+                    ("ensemble_", &s.ensemble),
+                    ("mc_dropout_", &s.mc_dropout),
+                ];
+                for (prefix, r) in predictors
+                    .iter()
+                    .flat_map(|(p, rs)| rs.iter().map(move |r| (*p, r)))
+                {
+                    let quantity = format!("{prefix}{}", recalibrated_quantity(&r.method));
                     for key in recalibrated_metric_keys() {
                         if let Some(stat) = r.metrics.get(key) {
                             wtr.write_record([

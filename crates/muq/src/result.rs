@@ -103,6 +103,10 @@ pub struct Timings {
     pub unlearn_s: BTreeMap<String, f64>,
     /// Evaluating every state.
     pub evaluate_s: f64,
+    /// The deep ensemble's extra members: their base models, unlearning
+    /// and evaluation (absent without `eval.ensemble`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble_s: Option<f64>,
     /// The whole run.
     pub total_s: f64,
 }

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{ConfigError, RunConfig, TrainOn};
 use crate::device;
-use crate::evaluate::{EvalSet, EvalSets, evaluate};
+use crate::evaluate::{EvalSet, EvalSets, SetLogits, evaluate_averaged, evaluate_logits};
 use crate::result::{
     DataInfo, FailedState, ImportedModel, Provenance, RunResult, StateResult, Timings, git_state,
     write_json,
@@ -261,6 +261,16 @@ pub fn run_with(
     let compute = kernels::compute_path(kernels, &opts.device);
     ensure_writable_dir(&opts.out_dir, "output folder (--out)")?;
     ensure_writable_dir(&opts.cache_dir, "cache folder (--cache-dir)")?;
+    if extras.base_model.is_some() && cfg.eval.ensemble > 0 {
+        return Err(ConfigError::Invalid {
+            field: "eval.ensemble".into(),
+            reason: "an ensemble's members are base models trained with seeds seed + 1, …, which \
+                     an imported model (--base-model) has no counterpart of: leave eval.ensemble \
+                     at 0 with --base-model"
+                .into(),
+        }
+        .into());
+    }
     // A user's own model is read (and checked) before the data.
     let imported = match &extras.base_model {
         Some(path) => Some(import_base_model(cfg, path, &opts.device)?),
@@ -440,22 +450,38 @@ pub fn run_with(
         },
     };
     let mut results = Vec::with_capacity(states.len() + 1);
+    // With an ensemble, each evaluated state's logits are kept: they are its
+    // member 0.
+    let mut member0 = Vec::new();
     say("evaluating: original".into());
+    let z = SetLogits::of(&model, &sets, &cfg.eval)?;
     results.push(StateResult {
         name: "original".into(),
         method: None,
         report: None,
-        metrics: evaluate(&model, &sets, &cfg.eval, seed)?,
+        metrics: evaluate_logits(&model, &z, &sets, &cfg.eval, seed)?,
     });
+    if cfg.eval.ensemble > 0 {
+        member0.push(z);
+    }
     for (name, method, report, state_model) in &states {
         say(format!("evaluating: {name}"));
-        match evaluate(state_model, &sets, &cfg.eval, seed) {
-            Ok(metrics) => results.push(StateResult {
-                name: name.clone(),
-                method: Some(serde_json::to_value(method)?),
-                report: Some(report.clone()),
-                metrics,
-            }),
+        let evaluated = SetLogits::of(state_model, &sets, &cfg.eval).and_then(|z| {
+            let m = evaluate_logits(state_model, &z, &sets, &cfg.eval, seed)?;
+            Ok((z, m))
+        });
+        match evaluated {
+            Ok((z, metrics)) => {
+                results.push(StateResult {
+                    name: name.clone(),
+                    method: Some(serde_json::to_value(method)?),
+                    report: Some(report.clone()),
+                    metrics,
+                });
+                if cfg.eval.ensemble > 0 {
+                    member0.push(z);
+                }
+            }
             Err(e) => {
                 say(format!("evaluating `{name}` FAILED: {e:#}"));
                 failed.push(FailedState {
@@ -467,6 +493,23 @@ pub fn run_with(
         }
     }
     timings.evaluate_s = t.elapsed().as_secs_f64();
+
+    // 5. The deep ensemble of every evaluated state.
+    if cfg.eval.ensemble > 0 {
+        let t = Instant::now();
+        let members = Members {
+            cfg,
+            kernels,
+            compute: &compute,
+            trained_checksum: &data_info.trained_checksum,
+            trained_on,
+            ctx: &ctx,
+            sets: &sets,
+            opts,
+        };
+        members.evaluate(&mut results, member0, &mut failed, &say)?;
+        timings.ensemble_s = Some(t.elapsed().as_secs_f64());
+    }
     if extras.export_models {
         let dir = opts.out_dir.join(MODELS_DIR);
         let steps: usize = training.epochs.iter().map(|e| e.steps).sum();
@@ -485,7 +528,7 @@ pub fn run_with(
     }
     timings.total_s = started.elapsed().as_secs_f64();
 
-    // 5. The result document, written atomically.
+    // 6. The result document, written atomically.
     let (git_commit, git_dirty) = git_state();
     let result = RunResult {
         schema: crate::result::SCHEMA,
@@ -522,6 +565,111 @@ pub fn run_with(
 /// checks this string against Cargo.lock).
 fn candle_version() -> &'static str {
     "0.11.1"
+}
+
+/// The extra members of a run's deep ensemble (`eval.ensemble`): member
+/// `j ≥ 1` is the base model of seed `seed + j` trained on the run's own
+/// training data (so under the corrected protocol a `random` run's members
+/// are the clean models the runs of seeds `seed + j` train, shared through
+/// the cache), unlearned by each method on the run's forget set with the
+/// method's streams seeded by `seed + j`.
+struct Members<'a> {
+    cfg: &'a RunConfig,
+    kernels: Kernels,
+    compute: &'a str,
+    trained_checksum: &'a str,
+    trained_on: &'a Dataset,
+    ctx: &'a muq_unlearn::UnlearnContext<'a>,
+    sets: &'a EvalSets<'a>,
+    opts: &'a RunOptions,
+}
+
+impl Members<'_> {
+    /// Makes every extra member, and sets each evaluated state's
+    /// `metrics.ensemble` from `member0` (the states' own logits, in the
+    /// order of `results`) and the members' logits. A member whose
+    /// unlearning or evaluation fails is recorded in `failed` and that
+    /// state gets no ensemble; the other states keep theirs.
+    fn evaluate(
+        &self,
+        results: &mut [StateResult],
+        member0: Vec<SetLogits>,
+        failed: &mut Vec<FailedState>,
+        say: &dyn Fn(String),
+    ) -> anyhow::Result<()> {
+        let cfg = self.cfg;
+        let seeds: Vec<u64> = (0..cfg.eval.ensemble as u64)
+            .map(|j| cfg.seed + j)
+            .collect();
+        let mut logits: Vec<Option<Vec<SetLogits>>> =
+            member0.into_iter().map(|z| Some(vec![z])).collect();
+        let train = cfg.train.config();
+        for &member_seed in &seeds[1..] {
+            let key = BaseModelKey {
+                trained_data: self.trained_checksum,
+                model: &cfg.model,
+                train: &train,
+                seed: member_seed,
+                device: device::describe(&self.opts.device),
+                compute: self.compute,
+            };
+            say(format!("ensemble member of seed {member_seed}"));
+            let (base, _, _) = base_model(cfg, &key, self.kernels, self.trained_on, self.opts, say)
+                .with_context(|| format!("the ensemble member of seed {member_seed}"))?;
+            let ctx = muq_unlearn::UnlearnContext {
+                model: &base,
+                seed: member_seed,
+                ..*self.ctx
+            };
+            for (state, zs) in results.iter().zip(logits.iter_mut()) {
+                let Some(members) = zs else { continue };
+                let method = cfg.unlearn.iter().find(|m| m.state_name() == state.name);
+                let z = match method {
+                    None => SetLogits::of(&base, self.sets, &cfg.eval),
+                    Some(method) => {
+                        say(format!("  unlearning: {} (seed {member_seed})", state.name));
+                        muq_unlearn::unlearn(method, &ctx)
+                            .map_err(anyhow::Error::new)
+                            .and_then(|out| SetLogits::of(&out.model, self.sets, &cfg.eval))
+                    }
+                };
+                match z {
+                    Ok(z) => members.push(z),
+                    Err(e) => {
+                        say(format!(
+                            "ensemble member {} of seed {member_seed} FAILED: {e:#}",
+                            state.name
+                        ));
+                        failed.push(FailedState {
+                            name: format!("{} (ensemble member of seed {member_seed})", state.name),
+                            method: state.method.clone().unwrap_or_default(),
+                            error: format!("{e:#}"),
+                        });
+                        *zs = None;
+                    }
+                }
+            }
+        }
+        let k = cfg.model.num_classes;
+        for (state, zs) in results.iter_mut().zip(&logits) {
+            let Some(members) = zs else { continue };
+            let refs: Vec<&SetLogits> = members.iter().collect();
+            match evaluate_averaged(&refs, k, self.sets, &cfg.eval, cfg.seed) {
+                Ok(metrics) => {
+                    state.metrics.ensemble = Some(crate::evaluate::Ensemble {
+                        seeds: seeds.clone(),
+                        metrics,
+                    });
+                }
+                Err(e) => failed.push(FailedState {
+                    name: format!("{} (ensemble)", state.name),
+                    method: state.method.clone().unwrap_or_default(),
+                    error: format!("evaluating the ensemble: {e:#}"),
+                }),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Loads the base model from the cache, or trains it and stores it there.
@@ -568,7 +716,7 @@ fn base_model(
     crate::result::remove_stale_temporaries(&dir)?;
     let mut model = ResNet::new(
         &cfg.model,
-        &mut rng::stream(cfg.seed, rng::INIT),
+        &mut rng::stream(key.seed, rng::INIT),
         &opts.device,
     )?;
     model.set_kernels(kernels);
@@ -578,7 +726,7 @@ fn base_model(
         trained_on,
         &all,
         &cfg.train.config(),
-        cfg.seed,
+        key.seed,
         opts.progress,
     )?;
     write_json(&dir.join("key.json"), key)?;

@@ -153,6 +153,30 @@ fn muq_run_rejects_bad_input_before_any_work() {
             needles: &["config field `eval.bins`", "1..=10000"],
         },
         RunCase {
+            name: "an ensemble of one member",
+            brk: Break::Nothing,
+            set: &["eval.ensemble=1"],
+            env: &[],
+            needles: &[
+                "config field `eval.ensemble`",
+                "use 0 (no ensemble) or 2..=64",
+            ],
+        },
+        RunCase {
+            name: "a recalibrator setting out of range",
+            brk: Break::Nothing,
+            set: &["eval.recalibration.hist.bins=0"],
+            env: &[],
+            needles: &["config field `eval.recalibration.hist.bins`", "1..=10000"],
+        },
+        RunCase {
+            name: "a negative ODIR weight",
+            brk: Break::Nothing,
+            set: &["eval.recalibration.ms.lambda=-0.5"],
+            env: &[],
+            needles: &["config field `eval.recalibration.ms.lambda`", "at least 0"],
+        },
+        RunCase {
             name: "a model too wide to allocate",
             brk: Break::Nothing,
             set: &["model.width=100000"],

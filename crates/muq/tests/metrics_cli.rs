@@ -683,3 +683,75 @@ fn bad_recalibrator_names_exit_with_two_and_list_the_valid_ones() {
         }
     }
 }
+
+#[test]
+fn bootstrap_intervals_are_seeded_and_paired_with_temperature_scaling() {
+    let k = 4;
+    let (eval_rows, eval_labels) = synthetic(400, k, 5);
+    let (cal_rows, cal_labels) = synthetic(400, k, 6);
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    write_csv(&p("l.csv"), &eval_rows);
+    write_labels(&p("y.txt"), &eval_labels);
+    write_csv(&p("cl.csv"), &cal_rows);
+    write_labels(&p("cy.txt"), &cal_labels);
+    let run = |seed: &str| -> Value {
+        let out = muq(&[
+            Path::new("--logits"),
+            &p("l.csv"),
+            Path::new("--labels"),
+            &p("y.txt"),
+            Path::new("--cal-logits"),
+            &p("cl.csv"),
+            Path::new("--cal-labels"),
+            &p("cy.txt"),
+            Path::new("--recalibrate"),
+            Path::new("ts,iso"),
+            Path::new("--bootstrap"),
+            Path::new("300"),
+            Path::new("--seed"),
+            Path::new(seed),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let a = run("3");
+    assert_eq!(a, run("3"), "same seed, same intervals");
+    let ci = |v: &Value, method: &str, key: &str| -> [f64; 3] {
+        let c = &v["recalibrated"][method]["bootstrap"][key];
+        [
+            c["estimate"].as_f64().unwrap(),
+            c["lower"].as_f64().unwrap(),
+            c["upper"].as_f64().unwrap(),
+        ]
+    };
+    // `ts` is the reference itself: its paired differences are exactly 0.
+    assert_eq!(ci(&a, "ts", "ece_minus_ts"), [0.0; 3]);
+    assert_eq!(ci(&a, "ts", "brier_minus_ts"), [0.0; 3]);
+    // Each estimate is the block's own value, inside its interval.
+    let iso = &a["recalibrated"]["iso"];
+    for key in ["ece", "smooth_ece", "brier"] {
+        let [est, lo, hi] = ci(&a, "iso", key);
+        assert_eq!(est, iso[key].as_f64().unwrap(), "{key}");
+        assert!(lo <= est && est <= hi && lo < hi, "{key}: {lo} {est} {hi}");
+    }
+    let [d, _, _] = ci(&a, "iso", "ece_minus_ts");
+    let want = iso["ece"].as_f64().unwrap() - a["recalibrated"]["ts"]["ece"].as_f64().unwrap();
+    assert!((d - want).abs() < 1e-12, "{d} vs {want}");
+    // Another seed, other resamples.
+    assert_ne!(ci(&a, "iso", "ece"), ci(&run("4"), "iso", "ece"));
+    // Without --recalibrate, --bootstrap is refused by the argument parser.
+    let out = muq(&[
+        Path::new("--logits"),
+        &p("l.csv"),
+        Path::new("--labels"),
+        &p("y.txt"),
+        Path::new("--bootstrap"),
+        Path::new("10"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}

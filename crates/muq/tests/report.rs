@@ -12,11 +12,12 @@ use std::process::Command;
 
 use muq::config::{RunConfig, TrainOn};
 use muq::evaluate::{
-    Efficacy, FitDiagnostics, ProbMetrics, Recalibration, RecalibratorResult, Reliability,
-    SplitMetrics, StateMetrics,
+    Averaged, Efficacy, Ensemble, FitDiagnostics, McDropout, ProbMetrics, Recalibration,
+    RecalibratorResult, Reliability, SplitMetrics, StateMetrics,
 };
 use muq::report::{self, Report, Stat};
 use muq::result::{DataInfo, Provenance, RunResult, StateResult, Timings, write_json};
+use muq_calibrate::ConfidenceInterval;
 use muq_calibrate::{MetricSet, ReliabilityBin, ReliabilityDiagram, Summary, TemperatureFit};
 use muq_data::{ModalityConfig, ModalityKind};
 use muq_resnet::TrainReport;
@@ -119,6 +120,7 @@ fn state(name: &str, values: Values) -> StateResult {
             },
             bootstrap: BTreeMap::new(),
             mc_dropout: None,
+            ensemble: None,
             efficacy: None,
             recalibration: None,
         },
@@ -922,6 +924,7 @@ fn recal(ece: f64, brier: f64, nll: f64) -> RecalibratorResult {
         forget: prob(10.0 * ece, brier, nll),
         retain: prob(ece, brier, nll),
         reliability: diagram(90, 0.9),
+        bootstrap: BTreeMap::new(),
     }
 }
 
@@ -946,6 +949,7 @@ fn recalibrated_run(seed: u64, ts_ece: f64, iso_ece: f64, iso_nll: f64) -> RunRe
                 forget: uncal,
                 retain: uncal,
             },
+            uncalibrated_bootstrap: BTreeMap::new(),
             methods: [
                 ("iso".to_string(), recal(iso_ece, 0.42, iso_nll)),
                 ("ts".to_string(), recal(ts_ece, 0.45, 0.9)),
@@ -1055,5 +1059,126 @@ fn recalibrator_table_appears_with_recalibrators_only() {
             assert!(bytes.len() > 1000, "{rel} is nearly empty");
             assert!(md.contains(&format!("({rel})")), "{rel} not linked");
         }
+    }
+}
+
+/// An averaged distribution (ensemble or MC dropout) whose uncalibrated
+/// ECE is `uncal_ece` and whose `ts` ECE is `ts_ece`.
+fn averaged(uncal_ece: f64, ts_ece: f64) -> Averaged {
+    let uncal = prob(uncal_ece, 0.4, 1.0);
+    Averaged {
+        temperature: TemperatureFit {
+            temperature: 1.2,
+            nll_before: 1.0,
+            nll_after: 0.9,
+            iterations: 5,
+            converged: true,
+            gradient: 0.0,
+        },
+        evaluation: summary(0.85, ts_ece, 0.4),
+        forget: Some(summary(0.85, ts_ece, 0.4)),
+        retain: Some(summary(0.85, ts_ece, 0.4)),
+        reliability: Some(Reliability {
+            before_ts: diagram(90, 0.9),
+            after_ts: diagram(90, 0.9),
+        }),
+        recalibration: Some(Recalibration {
+            uncalibrated: SplitMetrics {
+                evaluation: uncal,
+                forget: uncal,
+                retain: uncal,
+            },
+            uncalibrated_bootstrap: BTreeMap::new(),
+            methods: [("ts".to_string(), recal(ts_ece, 0.38, 0.9))]
+                .into_iter()
+                .collect(),
+        }),
+    }
+}
+
+#[test]
+fn ensemble_and_mc_dropout_get_their_own_table_and_csv_rows() {
+    // Without either: no table.
+    let plain = tempfile::tempdir().unwrap();
+    write_runs(plain.path(), &standard_runs());
+    report::write_report(plain.path(), plain.path()).unwrap();
+    let md = std::fs::read_to_string(plain.path().join("summary.md")).unwrap();
+    assert!(!md.contains("Uncertainty baselines"), "{md}");
+
+    // One seed: the model with `ts` and `iso`, an ensemble of 3 and MC
+    // dropout; the ensemble's `ts` entry carries bootstrap intervals.
+    let mut r = recalibrated_run(100, 0.03, 0.01, 1.1);
+    for s in &mut r.states {
+        let mut ensemble = averaged(0.02, 0.015);
+        if let Some(rc) = &mut ensemble.recalibration {
+            let ci = |estimate, lower, upper| ConfidenceInterval {
+                estimate,
+                lower,
+                upper,
+                level: 0.95,
+                resamples: 200,
+            };
+            rc.methods.get_mut("ts").unwrap().bootstrap = [
+                ("ece_minus_ts".to_string(), ci(0.0, 0.0, 0.0)),
+                ("brier_minus_ts".to_string(), ci(-0.001, -0.002, 0.0005)),
+            ]
+            .into_iter()
+            .collect();
+        }
+        s.metrics.ensemble = Some(Ensemble {
+            seeds: vec![100, 101, 102],
+            metrics: ensemble,
+        });
+        s.metrics.mc_dropout = Some(McDropout {
+            passes: 10,
+            metrics: averaged(0.05, 0.025),
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_runs(dir.path(), &[("random-100", r)]);
+    report::write_report(dir.path(), dir.path()).unwrap();
+    let rep = read_report(dir.path());
+    let st = &rep.groups[0].modalities[0].states[1];
+    assert_eq!(st.state, "first_order");
+    assert_eq!(st.ensemble_members, [3]);
+    let names = |rs: &[report::RecalibratedReport]| -> Vec<String> {
+        rs.iter().map(|x| x.method.clone()).collect()
+    };
+    assert_eq!(names(&st.ensemble), ["uncalibrated", "ts"]);
+    assert_eq!(names(&st.mc_dropout), ["uncalibrated", "ts"]);
+    assert_stat(&st.ensemble[0].metrics["ece"], 0.02, 0.0, 1);
+    assert_stat(&st.mc_dropout[1].metrics["ece"], 0.025, 0.0, 1);
+    // One run: its intervals are carried into the report.
+    assert_eq!(
+        st.ensemble[1].bootstrap["brier_minus_ts"].lower, -0.002,
+        "{:?}",
+        st.ensemble[1].bootstrap
+    );
+
+    let md = std::fs::read_to_string(dir.path().join("summary.md")).unwrap();
+    assert!(
+        md.contains("### Uncertainty baselines: deep ensemble and MC dropout"),
+        "{md}"
+    );
+    for row in [
+        "| `first_order` | model | `ts` | 1 | 0.8000 ± 0.0000 | 0.0300 ± 0.0000 |",
+        "| `first_order` | ensemble of 3 | uncalibrated | 1 | 0.8000 ± 0.0000 | 0.0200 ± 0.0000 |",
+        "| `first_order` | ensemble of 3 | `ts` | 1 |",
+        "| `first_order` | MC dropout | `ts` | 1 | 0.8000 ± 0.0000 | 0.0250 ± 0.0000 |",
+        "| 0.0000 [0.0000, 0.0000] | -0.0010 [-0.0020, +0.0005] |",
+    ] {
+        assert!(md.contains(row), "no row {row} in\n{md}");
+    }
+    let csv = std::fs::read_to_string(dir.path().join("summary.csv")).unwrap();
+    for quantity in [
+        "ensemble_uncalibrated",
+        "ensemble_after_ts",
+        "mc_dropout_after_ts",
+    ] {
+        assert!(
+            csv.lines()
+                .any(|l| l.contains(&format!(",first_order,{quantity},ece,"))),
+            "no {quantity} row in\n{csv}"
+        );
     }
 }

@@ -521,3 +521,102 @@ fn a_pytorch_model_is_unlearned_and_exported_back() {
         "{err}"
     );
 }
+
+#[test]
+fn a_deep_ensemble_and_mc_dropout_are_evaluated_per_state_with_intervals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = dataset(tmp.path());
+    let common = [
+        "model.dropout=0.2",
+        "eval.mc_dropout_passes=3",
+        "eval.bootstrap=20",
+        r#"eval.recalibrators=["ts","iso"]"#,
+        r#"unlearn=[{method="first_order"},{method="random_label"}]"#,
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        common.iter().chain(extra).copied().collect::<Vec<_>>()
+    };
+    let r = run(
+        &data_dir,
+        &tmp.path().join("runs/ensemble"),
+        &with(&["eval.ensemble=2"]),
+    );
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    assert!(r.timings.ensemble_s.is_some());
+    assert_eq!(r.states.len(), 3);
+    let mut differs = false;
+    for s in &r.states {
+        let e = s.metrics.ensemble.as_ref().expect("an ensemble per state");
+        assert_eq!(e.seeds, [r.seed, r.seed + 1], "{}", s.name);
+        let m = &e.metrics;
+        assert!(m.forget.is_some() && m.retain.is_some());
+        let rc = m
+            .recalibration
+            .as_ref()
+            .expect("the ensemble's recalibrators");
+        assert_eq!(rc.methods.keys().collect::<Vec<_>>(), ["iso", "ts"]);
+        // Temperature scaling through the recalibrator interface is the
+        // bootstrap's reference itself: a difference of exactly 0.
+        let ts = &rc.methods["ts"].bootstrap["ece_minus_ts"];
+        assert_eq!((ts.estimate, ts.lower, ts.upper), (0.0, 0.0, 0.0));
+        let iso = &rc.methods["iso"].bootstrap["ece"];
+        assert!(
+            iso.lower <= iso.estimate && iso.estimate <= iso.upper,
+            "{iso:?}"
+        );
+        assert_eq!(iso.resamples, 20);
+        differs |= m.evaluation.uncalibrated.nll != s.metrics.evaluation.uncalibrated.nll;
+        // MC dropout: every split, before and after each recalibrator.
+        let mc = s.metrics.mc_dropout.as_ref().expect("MC dropout");
+        assert_eq!(mc.passes, 3);
+        let mcr = mc.metrics.recalibration.as_ref().unwrap();
+        assert!(mcr.methods.contains_key("iso") && mc.metrics.forget.is_some());
+        // The single model's recalibrators carry intervals too.
+        let single = s.metrics.recalibration.as_ref().unwrap();
+        assert!(single.uncalibrated_bootstrap.contains_key("brier_minus_ts"));
+    }
+    assert!(differs, "the ensemble equals its first member");
+
+    // Member 1 is the base model a seed-101 run trains on the same data
+    // (`random` trains on unmodified data): a seed-101 run finds it in the
+    // shared cache instead of training.
+    let r101 = run(
+        &data_dir,
+        &tmp.path().join("runs/seed101"),
+        &with(&["seed=101"]),
+    );
+    assert!(r101.timings.base_model_cached, "member 1 was not cached");
+    assert!(r101.states.iter().all(|s| s.metrics.ensemble.is_none()));
+}
+
+#[test]
+fn an_ensemble_is_refused_with_an_imported_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = dataset(tmp.path());
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/torch-resnet18-w4.safetensors");
+    let out = muq()
+        .args([
+            "run",
+            "--quiet",
+            "--set",
+            "model.width=4",
+            "--set",
+            "eval.ensemble=3",
+        ])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--base-model")
+        .arg(&fixture)
+        .arg("--out")
+        .arg(tmp.path().join("never"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("eval.ensemble") && err.contains("--base-model"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("never/result.json").exists());
+}
