@@ -10,6 +10,10 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+// The data-directory resolver muq and the tests use, compiled in (the
+// source of truth is muq-data's; xtask does not depend on candle).
+#[path = "../../crates/data/src/locate.rs"]
+mod locate;
 #[cfg(test)]
 mod tidy;
 
@@ -287,21 +291,25 @@ fn fetch_into(scratch: &Path, dir: &Path) -> anyhow::Result<()> {
 /// The dataset directory for a sweep: the flag, $CIFAR10_DIR, or
 /// data/cifar10 (downloaded when missing).
 fn resolve_data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    if let Some(d) = flag {
-        if !layout_complete(&d) {
+    if let Some(d) = &flag {
+        if !layout_complete(d) {
             bail!(
                 "--data-dir {} does not hold a complete CIFAR-10 binary layout \
                  (data_batch_1..5.bin, test_batch.bin, batches.meta.txt)",
                 d.display()
             );
         }
+    }
+    if let Some(d) = locate::data_dir(flag.as_deref(), &project_root()) {
         return Ok(d);
     }
-    if let Some(d) = std::env::var_os("CIFAR10_DIR").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(d));
-    }
     let dir = project_root().join("data/cifar10");
-    download(&dir).context("no --data-dir and no CIFAR10_DIR, so CIFAR-10 was to be downloaded")?;
+    download(&dir).with_context(|| {
+        format!(
+            "no --data-dir and no {}, so CIFAR-10 was to be downloaded",
+            locate::DIR_VAR
+        )
+    })?;
     Ok(dir)
 }
 

@@ -56,6 +56,7 @@ pub mod cifar;
 mod dataset;
 mod error;
 mod image_set;
+mod locate;
 mod modality;
 mod normalize;
 pub mod rng;

@@ -33,6 +33,17 @@ impl ModalityKind {
     /// Every kind, in table order.
     pub const ALL: [ModalityKind; 4] = [Self::Random, Self::Noise, Self::Label, Self::Class];
 
+    /// The name the original's table gives the modality: `random`,
+    /// `Gaussian noise`, `modified labels`, `class-wise`.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Random => "random",
+            Self::Noise => "Gaussian noise",
+            Self::Label => "modified labels",
+            Self::Class => "class-wise",
+        }
+    }
+
     /// The original study's three modalities, in its table order.
     pub const STUDY: [ModalityKind; 3] = [Self::Random, Self::Noise, Self::Label];
 

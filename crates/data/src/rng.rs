@@ -35,6 +35,30 @@ pub const DROPOUT: &str = "dropout";
 /// The stream for subsets (such as `--train-subset` or a sample of the retain set).
 pub const SUBSET: &str = "subset";
 
+/// `n` of `items` drawn without replacement from stream `name` of seed
+/// `seed`, in ascending order of position (all of them, in order, when
+/// `n ≥ items.len()`): the seeded samples of a run — the retain sample it
+/// evaluates, the retained images a second-order Hessian is estimated on.
+///
+/// ```
+/// let retain: Vec<usize> = (0..100).map(|i| 3 * i).collect();
+/// let a = muq_data::rng::sample_sorted(&retain, 10, 1, "example");
+/// assert_eq!(a, muq_data::rng::sample_sorted(&retain, 10, 1, "example"));
+/// assert!(a.windows(2).all(|w| w[0] < w[1]) && a.iter().all(|i| retain.contains(i)));
+/// assert_eq!(muq_data::rng::sample_sorted(&retain, 500, 1, "example"), retain);
+/// ```
+pub fn sample_sorted<T: Copy + Ord>(items: &[T], n: usize, seed: u64, name: &str) -> Vec<T> {
+    if n >= items.len() {
+        return items.to_vec();
+    }
+    let mut picked: Vec<T> = rand::seq::index::sample(&mut stream(seed, name), items.len(), n)
+        .into_iter()
+        .map(|i| items[i])
+        .collect();
+    picked.sort_unstable();
+    picked
+}
+
 /// The random stream called `name` of the run with seed `seed`.
 pub fn stream(seed: u64, name: &str) -> ChaCha8Rng {
     let mut h = Sha256::new();

@@ -1,6 +1,6 @@
 //! Command-line arguments shared by the subcommands that run experiments.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use muq_resnet::Progress;
 
@@ -25,15 +25,14 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
-    /// The dataset directory: `--data-dir`, else `$CIFAR10_DIR`.
+    /// The dataset directory: `--data-dir`, else `$CIFAR10_DIR`
+    /// ([`muq_data::cifar::data_dir`]).
     pub fn data_dir(&self) -> anyhow::Result<PathBuf> {
-        let dir = match (&self.data_dir, std::env::var_os("CIFAR10_DIR")) {
-            (Some(d), _) => d.clone(),
-            (None, Some(d)) if !d.is_empty() => PathBuf::from(d),
-            _ => anyhow::bail!(
+        let Some(dir) = muq_data::cifar::data_dir(self.data_dir.as_deref(), Path::new(".")) else {
+            anyhow::bail!(
                 "no CIFAR-10 directory given: pass --data-dir DIR or set CIFAR10_DIR to a folder \
                  with data_batch_1.bin … test_batch.bin (`cargo xtask download` fetches one)"
-            ),
+            )
         };
         if dir.exists() && !dir.is_dir() {
             return Err(muq_data::DataError::NotADirectory { path: dir }.into());

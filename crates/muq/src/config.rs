@@ -53,6 +53,10 @@ use muq_resnet::{BnPolicy, ResNetConfig, SgdConfig, TrainConfig};
 use muq_unlearn::Method;
 use serde::{Deserialize, Serialize};
 
+/// Equal-width bins of the binned calibration errors unless told otherwise
+/// (`eval.bins`, `muq metrics --bins`): the spec's 10.
+pub const DEFAULT_BINS: usize = 10;
+
 /// The most bins a binned calibration error may have (`eval.bins`,
 /// `muq metrics --bins`): far beyond any useful resolution, and a bound on
 /// the memory they take.
@@ -253,7 +257,7 @@ fn is_default_mia(features: &[MiaFeature]) -> bool {
 impl Default for EvalConfig {
     fn default() -> Self {
         Self {
-            bins: 10,
+            bins: DEFAULT_BINS,
             batch_size: 500,
             mc_dropout_passes: 0,
             bootstrap: 0,

@@ -34,7 +34,7 @@ pub struct MetricsArgs {
     #[arg(long, value_name = "FILE", requires = "cal_logits")]
     pub cal_labels: Option<PathBuf>,
     /// Number of bins of the binned calibration errors (1 to 10,000).
-    #[arg(long, default_value_t = 10,
+    #[arg(long, default_value_t = crate::config::DEFAULT_BINS as u32,
           value_parser = clap::value_parser!(u32).range(1..=crate::config::MAX_BINS as i64))]
     pub bins: u32,
     /// Recalibrators to fit on the calibration set (or the evaluated set

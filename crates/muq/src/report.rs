@@ -401,14 +401,12 @@ pub fn reference_table() -> Vec<ReferenceRow> {
 /// The modalities in table order.
 const MODALITIES: [ModalityKind; 4] = ModalityKind::ALL;
 
-/// The name the original's table gives a modality.
+/// The name the original's table gives a modality
+/// ([`ModalityKind::title`]); any other name as it is.
 pub fn modality_title(modality: &str) -> &str {
-    match modality {
-        "random" => "random",
-        "noise" => "Gaussian noise",
-        "label" => "modified labels",
-        "class" => "class-wise",
-        other => other,
+    match modality.parse::<ModalityKind>() {
+        Ok(kind) => kind.title(),
+        Err(_) => modality,
     }
 }
 

@@ -11,7 +11,6 @@ use muq_data::{
     Dataset, ImageSet, Modification, Normalization, rng, stratified_sample, stratified_split,
 };
 use muq_resnet::{Kernels, Progress, ResNet, TrainReport, checkpoint, kernels, train};
-use rand::seq::index::sample;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -787,18 +786,17 @@ pub fn default_cache_dir(out_dir: &Path) -> PathBuf {
         .join("cache")
 }
 
+/// The retained images each state is evaluated on: `data.retain_eval` of
+/// them (0 = all), a seeded sample.
 fn retain_sample(retain: &[usize], n: usize, seed: u64) -> Vec<usize> {
-    if n == 0 || n >= retain.len() {
+    if n == 0 {
         return retain.to_vec();
     }
-    let mut r = rng::stream(seed, "retain_eval");
-    let mut picked: Vec<usize> = sample(&mut r, retain.len(), n)
-        .into_iter()
-        .map(|i| retain[i])
-        .collect();
-    picked.sort_unstable();
-    picked
+    rng::sample_sorted(retain, n, seed, RETAIN_EVAL_STREAM)
 }
+
+/// The stream of the retain sample ([`retain_sample`]).
+pub const RETAIN_EVAL_STREAM: &str = "retain_eval";
 
 #[cfg(test)]
 mod tests {

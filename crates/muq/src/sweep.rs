@@ -11,6 +11,7 @@ use crate::cli::CommonArgs;
 use crate::config::RunConfig;
 use crate::result::{read_result, write_atomic};
 use crate::run::{RESULT_FILE, RunOptions, base_model_signature, run, run_id};
+use muq_data::ModalityKind;
 
 /// One axis of a grid: a config field and the values it takes.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,14 +86,16 @@ fn every_method() -> String {
 }
 
 /// The three modalities of the study, in the original's row order.
-const MODALITIES: &str = "random,noise,label";
+fn study_modalities() -> Vec<String> {
+    ModalityKind::STUDY.map(|k| k.to_string()).to_vec()
+}
 
 /// The spec of a named preset.
 pub fn preset(name: &str) -> anyhow::Result<SweepSpec> {
     let seeds = vec![100, 101, 102];
     let modality = Axis {
         key: "modality.kind".into(),
-        values: MODALITIES.split(',').map(String::from).collect(),
+        values: study_modalities(),
     };
     let methods = every_method();
     let mut axes = vec![modality];
@@ -114,7 +117,9 @@ pub fn preset(name: &str) -> anyhow::Result<SweepSpec> {
         "benchmark" => {
             axes = vec![Axis {
                 key: "modality.kind".into(),
-                values: vec!["random".into(), "class".into()],
+                values: [ModalityKind::Random, ModalityKind::Class]
+                    .map(|k| k.to_string())
+                    .to_vec(),
             }];
             vec!["modality.remove_prop=0.1", &methods]
         }
@@ -501,7 +506,7 @@ impl SweepArgs {
                 overrides: Vec::new(),
                 axes: vec![Axis {
                     key: "modality.kind".into(),
-                    values: MODALITIES.split(',').map(String::from).collect(),
+                    values: study_modalities(),
                 }],
                 seeds: vec![100, 101, 102],
             },

@@ -8,7 +8,6 @@ use muq_resnet::{
     train,
 };
 use rand::Rng;
-use rand::seq::index;
 
 use crate::field;
 use crate::hvp::{FiniteDiffHvp, GaussNewtonHvp, ResNetObjective};
@@ -115,16 +114,7 @@ fn first_order(c: &FirstOrderConfig, ctx: &UnlearnContext<'_>) -> Result<Outcome
 /// `retain` if it has at most `n`, else `n` of them drawn uniformly without
 /// replacement from [`HESSIAN_STREAM`] of `seed`, in ascending index order.
 pub fn hessian_sample(retain: &[usize], n: usize, seed: u64) -> Vec<usize> {
-    if n >= retain.len() {
-        return retain.to_vec();
-    }
-    let mut rng = rng::stream(seed, HESSIAN_STREAM);
-    let mut picked: Vec<usize> = index::sample(&mut rng, retain.len(), n)
-        .into_iter()
-        .map(|i| retain[i])
-        .collect();
-    picked.sort_unstable();
-    picked
+    rng::sample_sorted(retain, n, seed, HESSIAN_STREAM)
 }
 
 fn second_order(c: &SecondOrderConfig, ctx: &UnlearnContext<'_>) -> Result<Outcome> {
