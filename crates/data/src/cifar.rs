@@ -55,6 +55,53 @@ pub struct Cifar10 {
 
 pub use crate::locate::{DIR_VAR, data_dir, dir_from_env};
 
+/// The environment variable naming a file in which tests that need the
+/// real CIFAR-10 record whether they ran ([`real_data_for_test`]):
+/// `.ci/run` sets it and lists the file after the tests, because libtest
+/// hides what a passing test prints.
+pub const GATED_LOG_VAR: &str = "MUQ_GATED_LOG";
+
+/// For a test that needs the real CIFAR-10: the folder `$CIFAR10_DIR`
+/// names ([`dir_from_env`] from `base`), or `None` when it is unset. Either
+/// way it says so, on stderr (shown with `--nocapture` or when the test
+/// fails) and as one line — `ran <test> on <dir>` or `SKIPPED <test>: …` —
+/// appended to the file `$MUQ_GATED_LOG` when that is set.
+///
+/// ```
+/// # use std::path::Path;
+/// let Some(dir) = muq_data::cifar::real_data_for_test("my_check", Path::new(".")) else {
+///     return; // said where a person sees it; nothing to check
+/// };
+/// # let _ = dir;
+/// ```
+pub fn real_data_for_test(test: &str, base: &Path) -> Option<PathBuf> {
+    let dir = dir_from_env(base);
+    let line = match &dir {
+        Some(d) => format!("ran {test} on {}", d.display()),
+        None => format!(
+            "SKIPPED {test}: {DIR_VAR} is not set, so the real CIFAR-10 was not used \
+             (set {DIR_VAR}=/path/to/cifar10 to run it)"
+        ),
+    };
+    eprintln!("{line}");
+    if let Some(log) = std::env::var_os(GATED_LOG_VAR).filter(|v| !v.is_empty()) {
+        use std::io::Write as _;
+        // One append of one line: whole even when tests run in parallel.
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+        if let Err(e) = written {
+            eprintln!(
+                "warning: cannot record this in {}: {e}",
+                Path::new(&log).display()
+            );
+        }
+    }
+    dir
+}
+
 /// Reads a directory in the CIFAR-10 binary layout.
 ///
 /// # Errors

@@ -286,11 +286,9 @@ fn image_set_validates() {
 /// The real data set, when `CIFAR10_DIR` points at it.
 #[test]
 fn real_cifar10_when_available() {
-    let Some(dir) = muq_data::cifar::dir_from_env(&workspace_root()) else {
-        eprintln!(
-            "SKIPPED real_cifar10_when_available: CIFAR10_DIR is not set, so the real \
-             CIFAR-10 was not loaded (set CIFAR10_DIR=/path/to/cifar10 to run this check)"
-        );
+    let Some(dir) =
+        muq_data::cifar::real_data_for_test("real_cifar10_when_available", &workspace_root())
+    else {
         return;
     };
     let data = load_dir(&dir).unwrap();
@@ -310,4 +308,26 @@ fn real_cifar10_when_available() {
 /// The workspace root, which a relative `CIFAR10_DIR` is read from.
 fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A gated test says that it did not run, on stderr and in the file
+/// `.ci/run` lists after the tests (`MUQ_GATED_LOG`).
+#[test]
+fn a_gated_test_records_that_it_did_not_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("gated.log");
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["real_cifar10_when_available", "--exact", "--nocapture"])
+        .env_remove(muq_data::cifar::DIR_VAR)
+        .env(muq_data::cifar::GATED_LOG_VAR, &log)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with("SKIPPED real_cifar10_when_available: CIFAR10_DIR is not set"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SKIPPED real_cifar10_when_available"));
 }

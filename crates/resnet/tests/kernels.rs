@@ -239,11 +239,10 @@ fn muq_kernels_follow_the_stock_loss_curve_on_synthetic_data() {
 /// `CIFAR10_DIR` is set; prints the curves (`--nocapture`).
 #[test]
 fn muq_kernels_follow_the_stock_loss_curve_on_real_cifar10() {
-    let Some(dir) = muq_data::cifar::dir_from_env(&workspace_root()) else {
-        eprintln!(
-            "SKIPPED muq_kernels_follow_the_stock_loss_curve_on_real_cifar10: CIFAR10_DIR is \
-             not set (point it at the CIFAR-10 binary layout to run this test)"
-        );
+    let Some(dir) = muq_data::cifar::real_data_for_test(
+        "muq_kernels_follow_the_stock_loss_curve_on_real_cifar10",
+        &workspace_root(),
+    ) else {
         return;
     };
     let data = muq_data::load_dir(&dir).expect("load CIFAR-10");

@@ -10,11 +10,10 @@ use muq_resnet::{Passes, Progress, ResNet, ResNetConfig, SgdConfig, TrainConfig,
 
 #[test]
 fn a_small_model_learns_real_cifar10_in_one_epoch() {
-    let Some(dir) = muq_data::cifar::dir_from_env(&workspace_root()) else {
-        eprintln!(
-            "SKIPPED a_small_model_learns_real_cifar10_in_one_epoch: CIFAR10_DIR is not set \
-             (point it at the CIFAR-10 binary layout to run this test)"
-        );
+    let Some(dir) = muq_data::cifar::real_data_for_test(
+        "a_small_model_learns_real_cifar10_in_one_epoch",
+        &workspace_root(),
+    ) else {
         return;
     };
     let data = muq_data::load_dir(&dir).expect("load CIFAR-10");
