@@ -164,6 +164,7 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<BenchReport> {
 
     // Training steps, as `muq_resnet::train` takes them.
     let mut opt = Sgd::new(SgdConfig::default())?;
+    opt.set_kernels(args.kernels);
     let vars: Vec<_> = model.trainable().map(|p| p.var.clone()).collect();
     let var_refs: Vec<_> = vars.iter().collect();
     let (mut fwd, mut bwd, mut upd, mut total) = (vec![], vec![], vec![], vec![]);

@@ -36,6 +36,7 @@ mod conv;
 mod gemm;
 pub(crate) mod level;
 mod ops;
+pub(crate) mod optim;
 mod simd;
 #[cfg(test)]
 mod tests;
