@@ -149,6 +149,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
 /// Runs the benchmark.
 pub fn measure(args: &BenchArgs) -> anyhow::Result<BenchReport> {
+    muq_resnet::kernels::CpuLevel::try_from_env()?;
     let device = crate::device::open(&args.device)?;
     let config = ResNetConfig {
         width: args.width,
