@@ -109,7 +109,7 @@ impl fmt::Display for CpuLevel {
 pub enum CpuLevelError {
     /// The value names no level.
     #[error(
-        "MUQ_CPU_LEVEL=`{value}` is not an instruction-set level: set it to {} or unset it \
+        "MUQ_CPU_LEVEL=`{value}` is not an instruction-set level: set it to {}, or unset it \
          (then muq uses the best this CPU runs, {detected})",
         choices(*detected)
     )]
@@ -122,7 +122,7 @@ pub enum CpuLevelError {
     /// The level is above what this CPU runs.
     #[error(
         "MUQ_CPU_LEVEL=`{value}` asks for {level}, which this CPU cannot run (it runs at most \
-         {detected}): set it to {} or unset it",
+         {detected}): set it to {}, or unset it",
         choices(*detected)
     )]
     Unsupported {

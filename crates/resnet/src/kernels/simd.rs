@@ -25,7 +25,9 @@
 //! a fused multiply-add, which rounds once, so its `Σ g·(x − m)` may differ
 //! from theirs in the last bits.
 
-use super::level::{CpuLevel, dispatch};
+#[cfg(target_arch = "x86_64")]
+use super::level::CpuLevel;
+use super::level::dispatch;
 
 /// Defines `fn name(args) -> ret { body }` whose body is compiled for each
 /// instruction-set level and run at the dispatched one (see the module
@@ -40,6 +42,10 @@ macro_rules! simd_fn {
             #[inline(always)]
             #[allow(clippy::too_many_arguments)]
             fn body($($arg: $ty),*) $(-> $ret)? $body
+            let level = $crate::kernels::level::dispatch();
+            // Off x86_64 the baseline is the only level.
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = level;
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
@@ -52,7 +58,7 @@ macro_rules! simd_fn {
                 unsafe fn v4($($arg: $ty),*) $(-> $ret)? {
                     body($($arg),*)
                 }
-                match $crate::kernels::level::dispatch() {
+                match level {
                     // SAFETY: a dispatched level is one the CPU supports
                     // (detected, or forced and checked against detection),
                     // and each level includes every feature its copy is

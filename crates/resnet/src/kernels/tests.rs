@@ -394,7 +394,7 @@ fn cpu_level_values_parse_or_say_what_to_set() {
         assert!(msg.contains(needle), "{needle:?} not in {msg:?}");
     }
     let msg = resolve("v3", CpuLevel::Baseline).unwrap_err().to_string();
-    assert!(msg.contains("set it to `baseline` or unset it"), "{msg}");
+    assert!(msg.contains("set it to `baseline`, or unset it"), "{msg}");
 }
 
 /// `reduce_scalar` with the product added by a fused multiply-add: what
