@@ -21,10 +21,10 @@
 //! ([`CpuLevelError`]). The level covers every loop muq compiles (see
 //! `simd.rs`), BatchNorm's reductions and the convolutions' GEMMs, whose
 //! micro-kernels `gemm.rs` selects per level instead of letting the `gemm`
-//! crate detect them. It does not reach candle's own ops: the classifier's
-//! matrix multiply, every op of [`Kernels::Stock`] and the convolutions on
-//! other devices call `gemm` through candle, at the level `gemm` detects.
-//! [`compute_path`] records both. Off x86_64 there is one level, the
+//! crate detect them, and the fused SGD update. It does not reach candle's
+//! own ops: the classifier's matrix multiply and the convolutions of
+//! [`Kernels::Stock`] call `gemm` through candle, at the level `gemm`
+//! detects. [`compute_path`] records both. Off x86_64 there is one level, the
 //! target's baseline (NEON on aarch64).
 //!
 //! This crate's kernel tests run every check at every level the machine
