@@ -91,6 +91,10 @@ enum Buffer {
 impl Sgd {
     /// An optimiser with empty momentum buffers, on the kernels
     /// [`Kernels::from_env`] names (as a new model is).
+    ///
+    /// # Panics
+    /// As [`Kernels::from_env`], if `MUQ_KERNELS` is neither `stock` nor
+    /// `muq`.
     pub fn new(config: SgdConfig) -> Result<Self> {
         config.validate()?;
         Ok(Self {
