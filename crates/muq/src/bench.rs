@@ -149,6 +149,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
 /// Runs the benchmark.
 pub fn measure(args: &BenchArgs) -> anyhow::Result<BenchReport> {
+    muq_resnet::kernels::CpuLevel::try_from_env()?;
     let device = crate::device::open(&args.device)?;
     let config = ResNetConfig {
         width: args.width,
@@ -164,6 +165,7 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<BenchReport> {
 
     // Training steps, as `muq_resnet::train` takes them.
     let mut opt = Sgd::new(SgdConfig::default())?;
+    opt.set_kernels(args.kernels);
     let vars: Vec<_> = model.trainable().map(|p| p.var.clone()).collect();
     let var_refs: Vec<_> = vars.iter().collect();
     let (mut fwd, mut bwd, mut upd, mut total) = (vec![], vec![], vec![], vec![]);

@@ -39,6 +39,7 @@ pub fn is_invalid_input(err: &anyhow::Error) -> bool {
                 )
             )
             || e.is::<muq_resnet::kernels::UnknownKernels>()
+            || e.is::<muq_resnet::kernels::CpuLevelError>()
     })
 }
 

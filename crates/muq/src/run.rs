@@ -257,6 +257,8 @@ pub fn run_with(
 ) -> anyhow::Result<RunResult> {
     cfg.validate()?;
     let kernels = Kernels::try_from_env().context(kernels::KERNELS_ENV)?;
+    // Its error names MUQ_CPU_LEVEL and what to set.
+    kernels::CpuLevel::try_from_env()?;
     let compute = kernels::compute_path(kernels, &opts.device);
     ensure_writable_dir(&opts.out_dir, "output folder (--out)")?;
     ensure_writable_dir(&opts.cache_dir, "cache folder (--cache-dir)")?;

@@ -631,6 +631,7 @@ pub fn command(args: &SweepArgs) -> anyhow::Result<bool> {
         crate::run::ensure_writable_dir(&opts.cache_dir, "cache folder (--cache-dir)")?;
         muq_data::cifar::check_dir(&opts.data_dir)?;
         muq_resnet::Kernels::try_from_env().context(muq_resnet::kernels::KERNELS_ENV)?;
+        muq_resnet::kernels::CpuLevel::try_from_env()?;
     }
     let outcome = execute(&runs, &opts)?;
     let all_done = outcome.failed == 0;

@@ -198,6 +198,13 @@ fn muq_run_rejects_bad_input_before_any_work() {
             needles: &["MUQ_KERNELS", "use `stock`"],
         },
         RunCase {
+            name: "an unknown instruction-set level",
+            brk: Break::Nothing,
+            set: &[],
+            env: &[("MUQ_CPU_LEVEL", "avx9000")],
+            needles: &["MUQ_CPU_LEVEL=`avx9000`", "`baseline`", "unset it"],
+        },
+        RunCase {
             name: "--out is a file",
             brk: Break::OutIsAFile,
             set: &[],

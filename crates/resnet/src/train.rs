@@ -117,6 +117,7 @@ pub fn train(
     }
     let device = model.device().clone();
     let mut opt = Sgd::new(config.sgd)?;
+    opt.set_kernels(model.kernels());
     let mut dropout_rng = rng::stream(seed, rng::DROPOUT);
     let vars: Vec<_> = model.trainable().map(|p| p.var.clone()).collect();
     let var_refs: Vec<_> = vars.iter().collect();

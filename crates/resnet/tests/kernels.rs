@@ -66,6 +66,7 @@ fn loss_curve_from(
     let (_, mut model) = fresh_model(width, seed);
     model.set_kernels(kernels);
     let mut opt = Sgd::new(SgdConfig::default()).unwrap();
+    opt.set_kernels(kernels);
     let vars: Vec<_> = model.trainable().map(|p| p.var.clone()).collect();
     let refs: Vec<_> = vars.iter().collect();
     let mut losses = Vec::with_capacity(steps);
@@ -137,6 +138,7 @@ fn teacher_forced(
 ) -> Vec<Forced> {
     let (cfg, mut model) = fresh_model(width, 3);
     let mut opt = Sgd::new(SgdConfig::default()).unwrap();
+    opt.set_kernels(Kernels::Stock);
     let vars: Vec<_> = model.trainable().map(|p| p.var.clone()).collect();
     let refs: Vec<_> = vars.iter().collect();
     let mut out = Vec::with_capacity(steps);

@@ -49,11 +49,12 @@ impl<'m> Stepper<'m> {
     ) -> Result<Self> {
         // Weight decay is applied here, before the mask; the optimiser only
         // adds momentum.
-        let opt = Sgd::new(SgdConfig {
+        let mut opt = Sgd::new(SgdConfig {
             lr,
             momentum,
             weight_decay: 0.0,
         })?;
+        opt.set_kernels(model.kernels());
         Ok(Self {
             model,
             vars: model.trainable().map(|p| p.var.clone()).collect(),

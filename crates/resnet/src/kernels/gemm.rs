@@ -1,4 +1,17 @@
-//! A safe-ish front to the `gemm` crate's f32 matrix multiply.
+//! A safe-ish front to the `gemm` crate's f32 matrix multiply, at the
+//! instruction-set level muq's kernels run at.
+//!
+//! `gemm::gemm` picks its micro-kernels itself (AVX-512 if the CPU has
+//! AVX-512F, else AVX2+FMA if it has FMA, else scalar; once per process,
+//! with no override), so a forced level would not reach it. On x86_64 this
+//! front therefore calls the driver `gemm::gemm` itself ends in,
+//! `gemm_common::gemm::gemm_basic_generic`, with the micro-kernel table of
+//! the dispatched level (`gemm_f32::microkernel::{scalar, fma, avx512f}`):
+//! at the level gemm would detect, the very call `gemm::gemm` makes, so
+//! the same bits (a test checks it). Those items are public but not
+//! gemm's documented interface, so the three gemm crates are pinned to
+//! one exact version. Elsewhere than x86_64 there is one level, and this
+//! calls `gemm::gemm` (NEON on aarch64).
 
 /// A strided matrix view: element `(i, j)` lives at `ptr + i·rs + j·cs`.
 #[derive(Clone, Copy, Debug)]
@@ -79,20 +92,126 @@ pub(crate) fn matmul(
     // SAFETY: every view was checked to lie inside its slice; `dst` is
     // borrowed mutably and so does not alias `lhs` or `rhs`.
     unsafe {
-        gemm::gemm(
-            d.rows,
-            d.cols,
-            l.cols,
-            dst.as_mut_ptr(),
-            d.cs as isize,
-            d.rs as isize,
+        gemm_at(
+            super::level::dispatch(),
+            [d.rows, d.cols, l.cols],
+            (dst.as_mut_ptr(), d.cs as isize, d.rs as isize),
             accumulate,
-            lhs.as_ptr(),
-            l.cs as isize,
-            l.rs as isize,
-            rhs.as_ptr(),
-            r.cs as isize,
-            r.rs as isize,
+            (lhs.as_ptr(), l.cs as isize, l.rs as isize),
+            (rhs.as_ptr(), r.cs as isize, r.rs as isize),
+        );
+    }
+}
+
+/// `gemm::gemm(m, n, k, dst, …, read_dst, lhs, …, rhs, …, 1, 1, no
+/// conjugation, single-threaded)` with the micro-kernels of `level`
+/// (see the module docs). Operands are `(pointer, column stride, row
+/// stride)`.
+///
+/// # Safety
+/// As `gemm::gemm`: every view lies inside its allocation and `dst`
+/// aliases neither operand; `level` is one the CPU runs.
+#[cfg(target_arch = "x86_64")]
+unsafe fn gemm_at(
+    level: super::level::CpuLevel,
+    [m, n, k]: [usize; 3],
+    (dst, dst_cs, dst_rs): (*mut f32, isize, isize),
+    read_dst: bool,
+    (lhs, lhs_cs, lhs_rs): (*const f32, isize, isize),
+    (rhs, rhs_cs, rhs_rs): (*const f32, isize, isize),
+) {
+    use super::level::CpuLevel;
+    use gemm_common::simd::{MixedSimd, Scalar, V3, V4};
+    use gemm_f32::microkernel::{avx512f, fma, scalar};
+
+    // `gemm::gemm`'s f32 instantiation (`gemm_def!(f32, 2)` in
+    // gemm-common): per level, the SIMD type, its lane count `N` and the
+    // micro-kernel module, which fixes `MR = MR_DIV_N·N`, `NR` and the
+    // horizontal kernels.
+    macro_rules! call {
+        ($simd:ty, $n:expr, $ukr:ident) => {{
+            const N: usize = $n;
+            const _: () = assert!(<$simd as MixedSimd<f32, f32, f32, f32>>::SIMD_WIDTH == N);
+            let simd = <$simd as MixedSimd<f32, f32, f32, f32>>::try_new()
+                .expect("the dispatched level is one the CPU runs");
+            // SAFETY: the caller's contract, which is gemm's; the table and
+            // the lane count belong to the same micro-kernel module.
+            unsafe {
+                gemm_common::gemm::gemm_basic_generic::<
+                    _,
+                    f32,
+                    N,
+                    { $ukr::f32::MR_DIV_N * N },
+                    { $ukr::f32::NR },
+                    { $ukr::f32::MR_DIV_N },
+                    { $ukr::f32::H_M },
+                    { $ukr::f32::H_N },
+                >(
+                    simd,
+                    m,
+                    n,
+                    k,
+                    dst,
+                    dst_cs,
+                    dst_rs,
+                    read_dst,
+                    lhs,
+                    lhs_cs,
+                    lhs_rs,
+                    rhs,
+                    rhs_cs,
+                    rhs_rs,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    |a, b, c| a * b + c,
+                    &$ukr::f32::UKR,
+                    &$ukr::f32::H_UKR,
+                    false,
+                    gemm_common::Parallelism::None,
+                )
+            }
+        }};
+    }
+    match level {
+        CpuLevel::V4 => call!(V4, 16, avx512f),
+        CpuLevel::V3 => call!(V3, 8, fma),
+        CpuLevel::Baseline => call!(Scalar, 1, scalar),
+    }
+}
+
+/// `gemm::gemm` (its only level off x86_64 is the baseline).
+///
+/// # Safety
+/// As `gemm::gemm`: every view lies inside its allocation and `dst`
+/// aliases neither operand.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn gemm_at(
+    _level: super::level::CpuLevel,
+    [m, n, k]: [usize; 3],
+    (dst, dst_cs, dst_rs): (*mut f32, isize, isize),
+    read_dst: bool,
+    (lhs, lhs_cs, lhs_rs): (*const f32, isize, isize),
+    (rhs, rhs_cs, rhs_rs): (*const f32, isize, isize),
+) {
+    // SAFETY: the caller's contract, which is gemm's.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs,
+            dst_rs,
+            read_dst,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
             1.0,
             1.0,
             false,

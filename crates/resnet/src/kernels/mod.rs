@@ -11,14 +11,39 @@
 //! the default from the `MUQ_KERNELS` environment variable (`stock` or
 //! `muq`; unset = `muq`), so the whole test suite can be run on either path:
 //! `MUQ_KERNELS=stock cargo test -p muq-resnet`.
+//!
+//! # Instruction-set levels
+//!
+//! muq's kernels are compiled for several x86-64 levels ([`CpuLevel`]:
+//! the baseline, x86-64-v3 = AVX2 + FMA, x86-64-v4 = AVX-512) and pick one
+//! at run time: the best the CPU has, or the one `MUQ_CPU_LEVEL`
+//! (`baseline`, `v3`, `v4`) forces — never one the CPU lacks
+//! ([`CpuLevelError`]). The level covers every loop muq compiles (see
+//! `simd.rs`), BatchNorm's reductions and the convolutions' GEMMs, whose
+//! micro-kernels `gemm.rs` selects per level instead of letting the `gemm`
+//! crate detect them, and the fused SGD update. It does not reach candle's
+//! own ops: the classifier's matrix multiply and the convolutions of
+//! [`Kernels::Stock`] call `gemm` through candle, at the level `gemm`
+//! detects. [`compute_path`] records both. Off x86_64 there is one level, the
+//! target's baseline (NEON on aarch64).
+//!
+//! This crate's kernel tests run every check at every level the machine
+//! supports, forced per thread (`at_each_level`); `MUQ_CPU_LEVEL` forces
+//! a level for a whole process, tests included.
 
 mod bn;
 mod conv;
 mod gemm;
+pub(crate) mod level;
 mod ops;
+pub(crate) mod optim;
 mod simd;
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+pub(crate) use level::at_each_level;
+pub use level::{CPU_LEVEL_ENV, CpuLevel, CpuLevelError};
 
 use std::fmt;
 use std::str::FromStr;
@@ -101,39 +126,46 @@ impl FromStr for Kernels {
     }
 }
 
-/// The instruction-set level this CPU runs muq's kernels and the `gemm`
-/// crate's micro-kernels at: `x86-64-v4` (AVX-512), `x86-64-v3` (AVX2 +
+/// The name of the instruction-set level muq's kernels run at
+/// ([`CpuLevel::active`]): `x86-64-v4` (AVX-512), `x86-64-v3` (AVX2 +
 /// FMA), `x86-64` (baseline), or the architecture's name elsewhere
 /// (`aarch64`, …). Floating-point sums are ordered differently at each
 /// level, so results are bit-identical only within one.
+///
+/// # Panics
+/// If `MUQ_CPU_LEVEL` is invalid ([`CpuLevel::try_from_env`]).
 pub fn cpu_level() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if simd::has_v4() {
-            "x86-64-v4"
-        } else if std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            "x86-64-v3"
-        } else {
-            "x86-64"
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        std::env::consts::ARCH
-    }
+    CpuLevel::active().name()
 }
 
 /// What a model set to `kernels` actually computes with on `device`, as
 /// result provenance and base-model cache keys record it: the kernels
 /// that run (muq's fall back to stock off the CPU) and, on the CPU, the
-/// instruction-set level ([`cpu_level`]) — e.g. `muq/x86-64-v4`,
-/// `stock/x86-64-v3`, `stock/cuda`. Two runs that differ here may differ
-/// in their floating-point bits.
+/// instruction-set level — e.g. `muq/x86-64-v4`, `stock/x86-64-v3`,
+/// `stock/cuda`. Two runs that differ here may differ in their
+/// floating-point bits.
+///
+/// With muq's kernels the level is [`cpu_level`]'s. When `MUQ_CPU_LEVEL`
+/// forces one below what the CPU has, candle's own ops (the classifier's
+/// matrix multiply) still run at the detected level, so the path names
+/// both — `muq/x86-64-v3 (forced on x86-64-v4)` — and never equals a
+/// machine's own v3 path. candle's stock ops never see the forced level:
+/// `stock/` always names the detected one.
+///
+/// # Panics
+/// If `MUQ_CPU_LEVEL` is invalid ([`CpuLevel::try_from_env`]).
 pub fn compute_path(kernels: Kernels, device: &Device) -> String {
     match device {
-        Device::Cpu => format!("{kernels}/{}", cpu_level()),
+        Device::Cpu => {
+            let detected = CpuLevel::detected();
+            match kernels {
+                Kernels::Stock => format!("stock/{detected}"),
+                Kernels::Muq => match CpuLevel::active() {
+                    level if level == detected => format!("muq/{level}"),
+                    level => format!("muq/{level} (forced on {detected})"),
+                },
+            }
+        }
         Device::Cuda(_) => "stock/cuda".to_string(),
         Device::Metal(_) => "stock/metal".to_string(),
     }
