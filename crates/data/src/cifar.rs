@@ -67,7 +67,7 @@ pub const GATED_LOG_VAR: &str = "MUQ_GATED_LOG";
 /// fails) and as one line — `ran <test> on <dir>` or `SKIPPED <test>: …` —
 /// appended to the file `$MUQ_GATED_LOG` when that is set.
 ///
-/// ```
+/// ```no_run
 /// # use std::path::Path;
 /// let Some(dir) = muq_data::cifar::real_data_for_test("my_check", Path::new(".")) else {
 ///     return; // said where a person sees it; nothing to check
