@@ -291,14 +291,14 @@ fn fetch_into(scratch: &Path, dir: &Path) -> anyhow::Result<()> {
 /// The dataset directory for a sweep: the flag, $CIFAR10_DIR, or
 /// data/cifar10 (downloaded when missing).
 fn resolve_data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    if let Some(d) = &flag {
-        if !layout_complete(d) {
-            bail!(
-                "--data-dir {} does not hold a complete CIFAR-10 binary layout \
-                 (data_batch_1..5.bin, test_batch.bin, batches.meta.txt)",
-                d.display()
-            );
-        }
+    if let Some(d) = &flag
+        && !layout_complete(d)
+    {
+        bail!(
+            "--data-dir {} does not hold a complete CIFAR-10 binary layout \
+             (data_batch_1..5.bin, test_batch.bin, batches.meta.txt)",
+            d.display()
+        );
     }
     if let Some(d) = locate::data_dir(flag.as_deref(), &project_root()) {
         return Ok(d);
