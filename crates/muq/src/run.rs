@@ -797,7 +797,8 @@ fn retain_sample(retain: &[usize], n: usize, seed: u64) -> Vec<usize> {
     rng::sample_sorted(retain, n, seed, RETAIN_EVAL_STREAM)
 }
 
-/// The stream of the retain sample ([`retain_sample`]).
+/// The stream of the retain sample each state is evaluated on
+/// (`data.retain_eval` of the retained images).
 pub const RETAIN_EVAL_STREAM: &str = "retain_eval";
 
 #[cfg(test)]
