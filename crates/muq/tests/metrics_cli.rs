@@ -459,6 +459,31 @@ fn synthetic(n: usize, k: usize, seed: u64) -> (Vec<Vec<f64>>, Vec<u64>) {
     (rows, labels)
 }
 
+/// Writes an evaluated and a calibration set into `dir` and returns the
+/// `muq metrics` arguments naming them.
+fn eval_and_cal_args(
+    dir: &Path,
+    eval: (&[Vec<f64>], &[u64]),
+    cal: (&[Vec<f64>], &[u64]),
+) -> Vec<PathBuf> {
+    let p = |name: &str| dir.join(name);
+    write_csv(&p("l.csv"), eval.0);
+    write_labels(&p("y.txt"), eval.1);
+    write_csv(&p("cl.csv"), cal.0);
+    write_labels(&p("cy.txt"), cal.1);
+    let mut args = Vec::new();
+    for (flag, file) in [
+        ("--logits", "l.csv"),
+        ("--labels", "y.txt"),
+        ("--cal-logits", "cl.csv"),
+        ("--cal-labels", "cy.txt"),
+    ] {
+        args.push(PathBuf::from(flag));
+        args.push(p(file));
+    }
+    args
+}
+
 /// A JSON number, or one of the strings muq writes for non-finite values.
 fn number(v: &Value) -> f64 {
     match v {
@@ -482,24 +507,14 @@ fn recalibrate_blocks_match_the_library_on_the_same_data() {
     let (eval_rows, eval_labels) = synthetic(600, k, 1);
     let (cal_rows, cal_labels) = synthetic(500, k, 2);
     let dir = tempfile::tempdir().unwrap();
-    let p = |name: &str| dir.path().join(name);
-    write_csv(&p("l.csv"), &eval_rows);
-    write_labels(&p("y.txt"), &eval_labels);
-    write_csv(&p("cl.csv"), &cal_rows);
-    write_labels(&p("cy.txt"), &cal_labels);
-    let out = muq(&[
-        Path::new("--logits"),
-        &p("l.csv"),
-        Path::new("--labels"),
-        &p("y.txt"),
-        Path::new("--cal-logits"),
-        &p("cl.csv"),
-        Path::new("--cal-labels"),
-        &p("cy.txt"),
-        Path::new("--recalibrate"),
-        // Spaces and any order: the blocks come out in the canonical order.
-        Path::new("sb, platt,iso,hist,dirichlet,ms,vs,ts"),
-    ]);
+    let mut args = eval_and_cal_args(
+        dir.path(),
+        (&eval_rows, &eval_labels),
+        (&cal_rows, &cal_labels),
+    );
+    // Spaces and any order: the blocks come out in the canonical order.
+    args.extend(["--recalibrate", "sb, platt,iso,hist,dirichlet,ms,vs,ts"].map(PathBuf::from));
+    let out = muq(&args.iter().map(PathBuf::as_path).collect::<Vec<_>>());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let text = String::from_utf8(out.stdout).unwrap();
@@ -690,28 +705,25 @@ fn bootstrap_intervals_are_seeded_and_paired_with_temperature_scaling() {
     let (eval_rows, eval_labels) = synthetic(400, k, 5);
     let (cal_rows, cal_labels) = synthetic(400, k, 6);
     let dir = tempfile::tempdir().unwrap();
-    let p = |name: &str| dir.path().join(name);
-    write_csv(&p("l.csv"), &eval_rows);
-    write_labels(&p("y.txt"), &eval_labels);
-    write_csv(&p("cl.csv"), &cal_rows);
-    write_labels(&p("cy.txt"), &cal_labels);
+    let files = eval_and_cal_args(
+        dir.path(),
+        (&eval_rows, &eval_labels),
+        (&cal_rows, &cal_labels),
+    );
     let run = |seed: &str| -> Value {
-        let out = muq(&[
-            Path::new("--logits"),
-            &p("l.csv"),
-            Path::new("--labels"),
-            &p("y.txt"),
-            Path::new("--cal-logits"),
-            &p("cl.csv"),
-            Path::new("--cal-labels"),
-            &p("cy.txt"),
-            Path::new("--recalibrate"),
-            Path::new("ts,iso"),
-            Path::new("--bootstrap"),
-            Path::new("300"),
-            Path::new("--seed"),
-            Path::new(seed),
-        ]);
+        let mut args = files.clone();
+        args.extend(
+            [
+                "--recalibrate",
+                "ts,iso",
+                "--bootstrap",
+                "300",
+                "--seed",
+                seed,
+            ]
+            .map(PathBuf::from),
+        );
+        let out = muq(&args.iter().map(PathBuf::as_path).collect::<Vec<_>>());
         assert!(
             out.status.success(),
             "{}",
@@ -745,13 +757,8 @@ fn bootstrap_intervals_are_seeded_and_paired_with_temperature_scaling() {
     // Another seed, other resamples.
     assert_ne!(ci(&a, "iso", "ece"), ci(&run("4"), "iso", "ece"));
     // Without --recalibrate, --bootstrap is refused by the argument parser.
-    let out = muq(&[
-        Path::new("--logits"),
-        &p("l.csv"),
-        Path::new("--labels"),
-        &p("y.txt"),
-        Path::new("--bootstrap"),
-        Path::new("10"),
-    ]);
+    let mut args = files[..4].to_vec();
+    args.extend(["--bootstrap", "10"].map(PathBuf::from));
+    let out = muq(&args.iter().map(PathBuf::as_path).collect::<Vec<_>>());
     assert_eq!(out.status.code(), Some(2));
 }
