@@ -933,12 +933,17 @@ fn mc_dropout(
         run(sets.forget)?,
         run(sets.retain)?,
     );
-    let per_pass: Vec<SetLogits> = (0..cfg.mc_dropout_passes)
-        .map(|i| SetLogits {
-            calibration: cal[i].clone(),
-            evaluation: ev[i].clone(),
-            forget: fo[i].clone(),
-            retain: re[i].clone(),
+    // Each pass's four sets, moved (not copied) into one SetLogits.
+    let per_pass: Vec<SetLogits> = cal
+        .into_iter()
+        .zip(ev)
+        .zip(fo)
+        .zip(re)
+        .map(|(((calibration, evaluation), forget), retain)| SetLogits {
+            calibration,
+            evaluation,
+            forget,
+            retain,
         })
         .collect();
     let refs: Vec<&SetLogits> = per_pass.iter().collect();
