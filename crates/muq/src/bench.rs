@@ -48,7 +48,8 @@ pub struct BenchArgs {
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// `muq` (muq's CPU kernels) or `stock` (candle's ops).
+    /// `muq` (muq's CPU kernels), `winograd` (muq's, with Winograd 3×3
+    /// convolutions) or `stock` (candle's ops).
     #[arg(long, default_value_t = Kernels::Muq)]
     pub kernels: Kernels,
     /// Images in the timed gradient sum (0 skips it).
@@ -71,7 +72,7 @@ pub struct BenchArgs {
 pub struct BenchReport {
     /// `muq-candle`.
     pub framework: String,
-    /// The kernels (`muq` or `stock`).
+    /// The kernels (`muq`, `winograd` or `stock`).
     pub kernels: Kernels,
     /// The device, as given.
     pub device: String,
@@ -135,7 +136,7 @@ pub fn process_cpu_ms() -> Option<f64> {
 
 /// Runs the benchmark and prints the report (a table, or JSON with `--json`).
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    if args.kernels == Kernels::Muq {
+    if args.kernels.is_muq() {
         // Before any thread starts; the kernels would do it on first use.
         muq_resnet::kernels::tune_allocator();
     }
