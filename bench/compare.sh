@@ -3,21 +3,27 @@
 # bench/pytorch_reference.py one after the other on the same settings, then
 # prints a Markdown table of the figures and the ratios to PyTorch.
 #
-#   bench/compare.sh [--stock] [--out DIR] [-- ARGS...]
+#   bench/compare.sh [--stock] [--winograd] [--out DIR] [-- ARGS...]
+#
+# --winograd adds `muq bench --kernels winograd` (muq's kernels with
+# Winograd F(4×4, 3×3) 3×3 convolutions) as a column of its own.
 #
 # ARGS go to both programs: --width N --batch N --steps N --warmup N
 # --grad-images N --seed N --ops. The JSON of each run is kept in DIR
 # (default target/bench/<date-time>). Python: $PYTHON, else
 # /opt/torchvenv/bin/python, else python3; it needs torch (CPU build).
+# MUQ_BIN=path times that muq binary instead of building this checkout.
 # Run it on a quiet machine: nothing else compiling or training.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 stock=0
+winograd=0
 out="target/bench/$(date +%Y%m%d-%H%M%S)"
 while [ $# -gt 0 ]; do
   case "$1" in
     --stock) stock=1; shift ;;
+    --winograd) winograd=1; shift ;;
     --out) out="$2"; shift 2 ;;
     --) shift; break ;;
     *) break ;;
@@ -30,13 +36,22 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 mkdir -p "$out"
 
-cargo build --release -p muq --quiet
-muq=target/release/muq
+# MUQ_BIN: a muq binary to time instead of building this checkout's.
+if [ -n "${MUQ_BIN:-}" ]; then
+  muq=$MUQ_BIN
+else
+  cargo build --release -p muq --quiet
+  muq=target/release/muq
+fi
 
 echo "== machine" >&2
 lscpu | grep -E '^(Model name|CPU\(s\)|Flags)' | sed 's/\(Flags:\).*\(avx512f\).*/\1 … \2 …/' >&2 || true
 echo "== muq bench --kernels muq ${args[*]}" >&2
 "$muq" bench --json --kernels muq "${args[@]}" > "$out/muq.json"
+if [ "$winograd" = 1 ]; then
+  echo "== muq bench --kernels winograd ${args[*]}" >&2
+  "$muq" bench --json --kernels winograd "${args[@]}" > "$out/winograd.json"
+fi
 if [ "$stock" = 1 ]; then
   echo "== muq bench --kernels stock ${args[*]}" >&2
   "$muq" bench --json --kernels stock "${args[@]}" > "$out/stock.json"
@@ -51,13 +66,13 @@ fi
 import json, os, sys
 out = sys.argv[1]
 runs = {}
-for name in ("muq", "stock", "pytorch"):
+for name in ("muq", "winograd", "stock", "pytorch"):
     p = os.path.join(out, name + ".json")
     if os.path.exists(p):
         with open(p) as f:
             runs[name] = json.load(f)
 ref = runs.get("pytorch")
-cols = [n for n in ("stock", "muq", "pytorch") if n in runs]
+cols = [n for n in ("stock", "muq", "winograd", "pytorch") if n in runs]
 keys = [("train_step_ms", "training step, ms"), ("train_step_cpu_ms", "  CPU time (all threads), ms"),
         ("forward_ms", "  forward, ms"),
         ("backward_ms", "  backward, ms"), ("optimizer_ms", "  optimiser, ms"),
