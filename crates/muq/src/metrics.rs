@@ -16,49 +16,6 @@ use crate::evaluate::{FitDiagnostics, ProbMetrics, fit_with_diagnostics};
 use crate::exit::InvalidInput;
 use crate::logits_io::{InputError, LabelledLogits, Location, read_labelled};
 
-/// Arguments of `muq metrics`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct MetricsArgs {
-    /// Logits of the evaluated set: CSV (one row per sample, one column per
-    /// class, no header) or .npy (2-D float32/float64).
-    #[arg(long, value_name = "FILE")]
-    pub logits: PathBuf,
-    /// Labels of the evaluated set: one integer per line, or .npy (1-D integer).
-    #[arg(long, value_name = "FILE")]
-    pub labels: PathBuf,
-    /// Logits of a separate calibration set to fit the temperature on
-    /// (default: fit on the evaluated set itself).
-    #[arg(long, value_name = "FILE", requires = "cal_labels")]
-    pub cal_logits: Option<PathBuf>,
-    /// Labels of the calibration set.
-    #[arg(long, value_name = "FILE", requires = "cal_logits")]
-    pub cal_labels: Option<PathBuf>,
-    /// Number of bins of the binned calibration errors (1 to 10,000).
-    #[arg(long, default_value_t = crate::config::DEFAULT_BINS as u32,
-          value_parser = clap::value_parser!(u32).range(1..=crate::config::MAX_BINS as i64))]
-    pub bins: u32,
-    /// Recalibrators to fit on the calibration set (or the evaluated set
-    /// itself) and measure on the evaluated set, comma-separated: ts, vs,
-    /// ms, dirichlet, hist, iso, platt, sb. Each adds a block to the
-    /// `recalibrated` object.
-    #[arg(long, value_name = "METHODS", value_delimiter = ',', value_parser = parse_method)]
-    pub recalibrate: Vec<Method>,
-    /// Bootstrap resamples for 95 % intervals of each `--recalibrate`
-    /// block's ECE, smooth ECE and Brier and of their paired differences to
-    /// temperature scaling (0 = none; 1000 is usual).
-    #[arg(long, value_name = "N", default_value_t = 0, requires = "recalibrate",
-          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
-    pub bootstrap: u32,
-    /// Seed of the bootstrap's resampling.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-}
-
-/// One `--recalibrate` name, spaces around it allowed.
-fn parse_method(name: &str) -> Result<Method, CalibError> {
-    name.trim().parse()
-}
-
 /// Which set the temperature was fitted on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -223,12 +180,56 @@ fn view(set: &LabelledLogits) -> anyhow::Result<Logits<'_>> {
     Logits::new(&set.logits.values, set.logits.num_classes).context("invalid logits")
 }
 
+/// What `muq metrics` measures: the files and settings, as its command-line
+/// arguments (the `muq metrics` command flattens this struct).
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub struct MetricsRequest {
+    /// Logits of the evaluated set: CSV (one row per sample, one column per
+    /// class, no header) or .npy (2-D float32/float64).
+    #[arg(long, value_name = "FILE")]
+    pub logits: PathBuf,
+    /// Labels of the evaluated set: one integer per line, or .npy (1-D integer).
+    #[arg(long, value_name = "FILE")]
+    pub labels: PathBuf,
+    /// Logits of a separate calibration set to fit the temperature on
+    /// (default: fit on the evaluated set itself).
+    #[arg(long, value_name = "FILE", requires = "cal_labels")]
+    pub cal_logits: Option<PathBuf>,
+    /// Labels of the calibration set.
+    #[arg(long, value_name = "FILE", requires = "cal_logits")]
+    pub cal_labels: Option<PathBuf>,
+    /// Number of bins of the binned calibration errors (1 to 10,000).
+    #[arg(long, default_value_t = crate::config::DEFAULT_BINS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=crate::config::MAX_BINS as i64))]
+    pub bins: u32,
+    /// Recalibrators to fit on the calibration set (or the evaluated set
+    /// itself) and measure on the evaluated set, comma-separated: ts, vs,
+    /// ms, dirichlet, hist, iso, platt, sb. Each adds a block to the
+    /// `recalibrated` object.
+    #[arg(long, value_name = "METHODS", value_delimiter = ',', value_parser = parse_method)]
+    pub recalibrate: Vec<Method>,
+    /// Bootstrap resamples for 95 % intervals of each `--recalibrate`
+    /// block's ECE, smooth ECE and Brier and of their paired differences to
+    /// temperature scaling (0 = none; 1000 is usual).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "recalibrate",
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub bootstrap: u32,
+    /// Seed of the bootstrap's resampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// One `--recalibrate` name, spaces around it allowed.
+fn parse_method(name: &str) -> Result<Method, CalibError> {
+    name.trim().parse()
+}
+
 /// Computes the report for `args`, writing notes and warnings to stderr.
 ///
 /// # Errors
 /// Unreadable files; invalid contents as an
 /// [`InputError`] (the binary exits with 2).
-pub fn compute(args: &MetricsArgs) -> anyhow::Result<MetricsReport> {
+pub fn compute(args: &MetricsRequest) -> anyhow::Result<MetricsReport> {
     let mut methods = args.recalibrate.clone();
     methods.sort();
     if let Some(w) = methods.windows(2).find(|w| w[0] == w[1]) {
@@ -339,14 +340,4 @@ pub fn compute(args: &MetricsArgs) -> anyhow::Result<MetricsReport> {
         );
     }
     Ok(report)
-}
-
-/// Runs `muq metrics`: prints the [`MetricsReport`] as one pretty-printed
-/// JSON object on stdout.
-///
-/// # Errors
-/// As [`compute`].
-pub fn run(args: &MetricsArgs) -> anyhow::Result<()> {
-    let report = compute(args)?;
-    crate::stdout::println(&serde_json::to_string_pretty(&report)?)
 }
