@@ -15,7 +15,7 @@ use super::model::*;
 use super::reference::*;
 use super::registry::*;
 use super::{HEADLINE_STATE, ORIGINAL_STATE, RETRAIN_STATE};
-use crate::evaluate::{Recalibration, StateMetrics};
+use crate::evaluate::{Averaged, Recalibration, StateMetrics};
 use crate::result::RunResult;
 
 /// The per-epoch training statistics of the distinct base models among
@@ -63,7 +63,7 @@ type RecalRun<'a> = (u64, &'a Recalibration, &'a ReliabilityDiagram);
 
 /// An ensemble's or MC dropout's recalibrators in one run (absent in
 /// results written before they were measured).
-fn averaged_run(a: &crate::evaluate::Averaged, seed: u64) -> Option<RecalRun<'_>> {
+fn averaged_run(a: &Averaged, seed: u64) -> Option<RecalRun<'_>> {
     Some((
         seed,
         a.recalibration.as_ref()?,
@@ -450,18 +450,16 @@ fn build_modality(
             .collect();
         let recalibrated = recalibrated_reports(&single)
             .with_context(|| format!("the recalibrators of {modality} / {name}"))?;
-        let ensemble_runs: Vec<RecalRun<'_>> = values
-            .iter()
-            .filter_map(|(seed, m)| averaged_run(&m.ensemble.as_ref()?.metrics, *seed))
-            .collect();
-        let ensemble = recalibrated_reports(&ensemble_runs)
-            .with_context(|| format!("the ensemble of {modality} / {name}"))?;
-        let mc_runs: Vec<RecalRun<'_>> = values
-            .iter()
-            .filter_map(|(seed, m)| averaged_run(&m.mc_dropout.as_ref()?.metrics, *seed))
-            .collect();
-        let mc_dropout = recalibrated_reports(&mc_runs)
-            .with_context(|| format!("MC dropout of {modality} / {name}"))?;
+        // An averaged predictor's recalibrators over the runs that have it.
+        let averaged = |what: &str, get: fn(&StateMetrics) -> Option<&Averaged>| {
+            let runs: Vec<RecalRun<'_>> = values
+                .iter()
+                .filter_map(|(seed, m)| averaged_run(get(m)?, *seed))
+                .collect();
+            recalibrated_reports(&runs).with_context(|| format!("{what} of {modality} / {name}"))
+        };
+        let ensemble = averaged("the ensemble", |m| Some(&m.ensemble.as_ref()?.metrics))?;
+        let mc_dropout = averaged("MC dropout", |m| Some(&m.mc_dropout.as_ref()?.metrics))?;
         let mut ensemble_members: Vec<usize> = values
             .iter()
             .filter_map(|(_, m)| Some(m.ensemble.as_ref()?.seeds.len()))

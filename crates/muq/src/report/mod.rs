@@ -1,5 +1,10 @@
-//! `muq report`: summarise a directory of run results as the study's tables
-//! and figures.
+//! The report: a directory of run results summarised as the study's tables
+//! and figures (`muq report`, and the end of `muq sweep`).
+//!
+//! Three layers, each depending only on the one before: [`load_results`]
+//! reads the files; [`build_report`] turns them into a [`Report`], a plain
+//! serialisable data model; [`render_markdown`], [`render_csv`] and
+//! [`write_figures`] render that model and nothing else.
 //!
 //! Every `result.json` under the results directory is read (recursively, in
 //! path order). Runs are grouped by their configuration without the modality
