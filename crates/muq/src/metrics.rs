@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use muq_calibrate::{
-    CalibError, L2CeConfig, Logits, Method, Predictions, RecalibrationConfig, Summary,
+    CalibError, L2CeConfig, Logits, Method, MetricSet, Predictions, RecalibrationConfig, Summary,
     TemperatureFit, fit_temperature, l2_calibration_error, smooth_ece, summarize,
 };
 use serde::Serialize;
@@ -36,22 +36,11 @@ pub struct MetricsReport {
     pub num_classes: usize,
     /// Bins of the binned metrics.
     pub bins: usize,
-    /// Accuracy (unchanged by temperature scaling).
-    pub accuracy: f64,
-    /// Notebook ECE (equal-width bins).
-    pub ece: f64,
-    /// Maximum calibration error.
-    pub mce: f64,
-    /// Equal-mass ECE.
-    pub adaptive_ece: f64,
-    /// Classwise ECE.
-    pub classwise_ece: f64,
-    /// Multi-class Brier score, in [0, 2].
-    pub brier: f64,
-    /// Mean cross-entropy (nats).
-    pub nll: f64,
-    /// Samples with top-label confidence exactly 1.0 (in no ECE bin).
-    pub saturated: usize,
+    /// Accuracy (unchanged by temperature scaling), ECE, MCE, adaptive and
+    /// classwise ECE, Brier, NLL and saturated samples before scaling
+    /// (flattened into the record).
+    #[serde(flatten)]
+    pub uncalibrated: MetricSet,
     /// Smooth ECE of the top-label confidence (relplot's bandwidth rule).
     pub smooth_ece: f64,
     /// Debiased L2 calibration error (Kumar et al.; marginal, 15
@@ -135,19 +124,12 @@ impl MetricsReport {
         fit_n: usize,
         unbinned: [(f64, f64); 2],
     ) -> Self {
-        let (before, after) = (&summary.uncalibrated, &summary.scaled);
+        let after = &summary.scaled;
         MetricsReport {
             n: summary.n,
             num_classes: summary.num_classes,
             bins: summary.bins,
-            accuracy: before.accuracy,
-            ece: before.ece,
-            mce: before.mce,
-            adaptive_ece: before.adaptive_ece,
-            classwise_ece: before.classwise_ece,
-            brier: before.brier,
-            nll: before.nll,
-            saturated: before.saturated,
+            uncalibrated: summary.uncalibrated,
             smooth_ece: unbinned[0].0,
             debiased_l2_ce: unbinned[0].1,
             temperature: fit.temperature,
