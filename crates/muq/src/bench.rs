@@ -60,7 +60,8 @@ pub struct BenchConfig {
     #[arg(long)]
     pub ops: bool,
     /// Seed of the model and the synthetic images.
-    #[arg(long, default_value_t = 0)]
+    // Listed after the command's own `--json` in `muq bench --help`.
+    #[arg(long, default_value_t = 0, display_order = 100)]
     pub seed: u64,
 }
 
