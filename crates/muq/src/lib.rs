@@ -17,7 +17,7 @@
 //! Around them: the run [`config`] (TOML and `--set` overrides, with every
 //! default), the [`result`] document, the metrics of a state
 //! ([`evaluate`]), `muq metrics` on saved logits ([`metrics`],
-//! [`logits_io`]) and `muq bench` ([`bench`]).
+//! [`logits_io`]) and `muq bench` ([`bench`](mod@bench)).
 //!
 //! A run driven from Rust, stage by stage, on a small synthetic dataset
 //! (the binary's `muq run` is [`run`], which does the same and writes

@@ -2,7 +2,7 @@
 //! and what it prints. Everything else is the library's: the run
 //! [`pipeline`](crate::pipeline), [`sweep`](crate::sweep)s,
 //! [`report`](crate::report)s, [`metrics`](crate::metrics) of saved logits
-//! and the [`bench`](crate::bench)mark.
+//! and the [`bench`](mod@crate::bench)mark.
 
 pub mod bench;
 pub mod common;

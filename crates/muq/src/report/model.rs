@@ -47,7 +47,7 @@ impl Stat {
 /// The whole report: what `summary.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
-    /// Layout version ([`REPORT_SCHEMA`]).
+    /// Layout version ([`REPORT_SCHEMA`](super::REPORT_SCHEMA)).
     pub schema: u32,
     /// Result files summarised.
     pub runs: usize,
@@ -200,7 +200,7 @@ pub struct StateReport {
     pub state: String,
     /// Seeds of the runs that have this state.
     pub seeds: Vec<u64>,
-    /// Every metric (keys: [`metric_keys`]).
+    /// Every metric (keys: [`metric_keys`](super::metric_keys)).
     pub metrics: BTreeMap<String, Stat>,
     /// This state minus `original`, paired by seed, every metric (empty for
     /// `original` itself or when it is missing).
@@ -209,7 +209,7 @@ pub struct StateReport {
     /// temperature scaling, forget-set accuracy (empty without `retrain`).
     pub minus_retrain: BTreeMap<String, Stat>,
     /// `|this state − retrain|`, paired by seed, for UA, RA, TA and
-    /// MIA-efficacy, their per-seed mean ([`AVG_GAP`], SalUn's "Avg. Gap"),
+    /// MIA-efficacy, their per-seed mean ([`AVG_GAP`](super::AVG_GAP), SalUn's "Avg. Gap"),
     /// and ECE and Brier after TS (the calibration gap to retrain); empty
     /// without `retrain`. A metric a run did not measure is left out, and
     /// the Avg. Gap then needs all four.
@@ -259,7 +259,7 @@ pub struct RecalibratedReport {
     pub method: String,
     /// Seeds of the runs that measured it.
     pub seeds: Vec<u64>,
-    /// Keys ([`recalibrated_metric_keys`]): `accuracy`, `ece`, `smooth_ece`,
+    /// Keys ([`recalibrated_metric_keys`](super::recalibrated_metric_keys)): `accuracy`, `ece`, `smooth_ece`,
     /// `debiased_l2_ce`, `brier`, `nll` on the evaluation half, and `ece`,
     /// `smooth_ece` and `brier` of the forget set (`_forget`) and the
     /// retain sample (`_retain`). A metric with a non-finite value in some

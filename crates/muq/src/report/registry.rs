@@ -130,10 +130,10 @@ pub(super) const EFFICACY_GAP_METRICS: [&str; 4] = ["ua", "ra", "ta", "mia_effic
 pub(super) const CALIBRATION_GAP_METRICS: [&str; 2] = ["ece_after_ts", "brier_after_ts"];
 
 /// The key of the mean of the `EFFICACY_GAP_METRICS` gaps in
-/// [`StateReport::gap_to_retrain`] (SalUn's "Avg. Gap").
+/// [`StateReport::gap_to_retrain`](super::StateReport::gap_to_retrain) (SalUn's "Avg. Gap").
 pub const AVG_GAP: &str = "avg_gap";
 
-/// The metric keys of [`StateReport::metrics`], in CSV order.
+/// The metric keys of [`StateReport::metrics`](super::StateReport::metrics), in CSV order.
 pub fn metric_keys() -> Vec<&'static str> {
     METRICS.iter().map(|m| m.key).collect()
 }
@@ -165,7 +165,8 @@ pub(super) const RECAL_METRICS: &[RecalMetricDef] = &[
     ("brier_retain", |s| s.retain.brier),
 ];
 
-/// The metric keys of [`RecalibratedReport::metrics`], in CSV order.
+/// The metric keys of [`RecalibratedReport::metrics`](super::RecalibratedReport::metrics), in CSV
+/// order.
 pub fn recalibrated_metric_keys() -> Vec<&'static str> {
     RECAL_METRICS.iter().map(|(k, _)| *k).collect()
 }
