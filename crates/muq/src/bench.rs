@@ -49,7 +49,8 @@ pub struct BenchConfig {
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// `muq` (muq's CPU kernels) or `stock` (candle's ops).
+    /// `muq` (muq's CPU kernels), `winograd` (muq's, with Winograd 3×3
+    /// convolutions) or `stock` (candle's ops).
     #[arg(long, default_value_t = Kernels::Muq)]
     pub kernels: Kernels,
     /// Images in the timed gradient sum (0 skips it).
@@ -70,7 +71,7 @@ pub struct BenchConfig {
 pub struct BenchReport {
     /// `muq-candle`.
     pub framework: String,
-    /// The kernels (`muq` or `stock`).
+    /// The kernels (`muq`, `winograd` or `stock`).
     pub kernels: Kernels,
     /// The device, as given.
     pub device: String,

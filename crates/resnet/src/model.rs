@@ -301,7 +301,7 @@ impl BatchNorm2d {
                 });
             }
         }
-        if k == Kernels::Muq && kernels::runs_on(x) {
+        if k.is_muq() && kernels::runs_on(x) {
             let params = kernels::BnParams {
                 weight: &self.weight,
                 bias: &self.bias,

@@ -141,9 +141,7 @@ impl Sgd {
             weight_decay,
         } = self.config;
         for ((var, grad), buf) in params.iter().zip(grads).zip(&mut self.momentum_buffers) {
-            if self.kernels == Kernels::Muq
-                && kernels::runs_on(var.as_tensor())
-                && kernels::runs_on(grad)
+            if self.kernels.is_muq() && kernels::runs_on(var.as_tensor()) && kernels::runs_on(grad)
             {
                 let mut host = match buf.take() {
                     None => None,

@@ -20,6 +20,10 @@
 //!   gradient to 5e-2 every step and 1e-2 in the median step (relative L2);
 //! - free-running: two independent runs stay within 5 % of each other in
 //!   loss at every step and both learn.
+//!
+//! Both checks run for each of muq's settings: `muq` (GEMM convolutions)
+//! and `winograd` (Winograd F(4×4, 3×3) for the 3×3 stride-1 convolutions
+//! with ≥ 16 channels — at width 8, every stage but the first).
 
 mod common;
 
@@ -130,6 +134,7 @@ struct Forced {
 /// over consecutive batches of `idx`; before each step evaluates the loss
 /// and gradient of the same batch at the same weights with both kernels.
 fn teacher_forced(
+    fast: Kernels,
     data: &Dataset,
     idx: &[usize],
     width: usize,
@@ -147,7 +152,7 @@ fn teacher_forced(
         // The muq pass first; then the weights and running statistics are
         // restored and the stock pass, which the run continues from, runs.
         let saved = ResNet::from_tensors(&cfg, &model.state_dict().unwrap(), &Device::Cpu).unwrap();
-        model.set_kernels(Kernels::Muq);
+        model.set_kernels(fast);
         let (muq_loss, gm, _) = loss_and_grad(&model, &x, &y);
         model.load_from(&saved).unwrap();
         model.set_kernels(Kernels::Stock);
@@ -190,7 +195,9 @@ fn assert_forced_agree(steps: &[Forced]) {
 #[test]
 fn muq_kernels_match_stock_at_every_step_of_a_stock_run() {
     let (ds, idx) = synthetic_train(128, 5);
-    assert_forced_agree(&teacher_forced(&ds, &idx, 8, 32, 8));
+    for fast in [Kernels::Muq, Kernels::Winograd] {
+        assert_forced_agree(&teacher_forced(fast, &ds, &idx, 8, 32, 8));
+    }
 }
 
 #[test]
@@ -198,13 +205,17 @@ fn muq_kernels_follow_the_stock_loss_curve_on_synthetic_data() {
     let (ds, idx) = synthetic_train(256, 11);
     let (stock, m_stock) = loss_curve_from(7, Kernels::Stock, 8, &ds, &idx, 32, 12);
     let (muq, m_muq) = loss_curve_from(7, Kernels::Muq, 8, &ds, &idx, 32, 12);
+    let (wino, m_wino) = loss_curve_from(7, Kernels::Winograd, 8, &ds, &idx, 32, 12);
     assert_curves_agree(&stock, &muq, 0.05);
-    for c in [&stock, &muq] {
+    assert_curves_agree(&stock, &wino, 0.05);
+    for c in [&stock, &muq, &wino] {
         let (head, tail) = (c[..3].iter().sum::<f32>(), c[9..].iter().sum::<f32>());
         assert!(tail < head, "the loss should fall over 12 steps: {c:?}");
     }
-    let d = rel_diff(&flat(&m_muq), &flat(&m_stock));
-    assert!(d < 0.05, "weights differ by {d:e} (relative L2)");
+    for (k, m) in [("muq", &m_muq), ("winograd", &m_wino)] {
+        let d = rel_diff(&flat(m), &flat(&m_stock));
+        assert!(d < 0.05, "{k}: weights differ by {d:e} (relative L2)");
+    }
 
     // One model, both kernels: eval logits and a gradient sum (eval-mode
     // BatchNorm, so no batch statistics) agree closely.
@@ -228,11 +239,13 @@ fn muq_kernels_follow_the_stock_loss_curve_on_synthetic_data() {
         (out.passes[0].clone(), g)
     };
     let (ls, gs) = eval_and_grad(Kernels::Stock);
-    let (lm, gm) = eval_and_grad(Kernels::Muq);
-    let d = rel_diff(&lm, &ls);
-    assert!(d < 1e-4, "eval logits differ by {d:e}");
-    let d = rel_diff(&gm, &gs);
-    assert!(d < 1e-2, "gradient sums differ by {d:e}");
+    for k in [Kernels::Muq, Kernels::Winograd] {
+        let (lm, gm) = eval_and_grad(k);
+        let d = rel_diff(&lm, &ls);
+        assert!(d < 1e-4, "{k}: eval logits differ by {d:e}");
+        let d = rel_diff(&gm, &gs);
+        assert!(d < 1e-2, "{k}: gradient sums differ by {d:e}");
+    }
 }
 
 /// The real-data check of docs/benchmarks.md: width 8, 1,280 class-balanced
@@ -252,23 +265,25 @@ fn muq_kernels_follow_the_stock_loss_curve_on_real_cifar10() {
     let ds = Dataset::clean(Arc::new(data.train.subset(&idx)), Normalization::CIFAR10);
     let all: Vec<usize> = (0..ds.len()).collect();
     let (width, batch, steps) = (8, 64, 20);
-    let forced = teacher_forced(&ds, &all, width, batch, steps);
-    // The teacher-forced run uses init stream 3, as does this free run.
-    let (free, _) = loss_curve_from(3, Kernels::Muq, width, &ds, &all, batch, steps);
-    eprintln!("step  stock_loss  muq_same_weights  grad_rel_diff  muq_free_run");
-    for (i, (f, m)) in forced.iter().zip(&free).enumerate() {
-        eprintln!(
-            "{:>4} {:>11.6} {:>17.6} {:>14.2e} {:>13.6}",
-            i + 1,
-            f.stock_loss,
-            f.muq_loss,
-            f.grad_diff,
-            m
-        );
+    for fast in [Kernels::Muq, Kernels::Winograd] {
+        let forced = teacher_forced(fast, &ds, &all, width, batch, steps);
+        // The teacher-forced run uses init stream 3, as does this free run.
+        let (free, _) = loss_curve_from(3, fast, width, &ds, &all, batch, steps);
+        eprintln!("{fast}: step  stock_loss  {fast}_same_weights  grad_rel_diff  {fast}_free_run");
+        for (i, (f, m)) in forced.iter().zip(&free).enumerate() {
+            eprintln!(
+                "{:>4} {:>11.6} {:>17.6} {:>14.2e} {:>13.6}",
+                i + 1,
+                f.stock_loss,
+                f.muq_loss,
+                f.grad_diff,
+                m
+            );
+        }
+        assert_forced_agree(&forced);
+        let stock: Vec<f32> = forced.iter().map(|f| f.stock_loss).collect();
+        assert_curves_agree(&stock, &free, 0.05);
     }
-    assert_forced_agree(&forced);
-    let stock: Vec<f32> = forced.iter().map(|f| f.stock_loss).collect();
-    assert_curves_agree(&stock, &free, 0.05);
 }
 
 /// The workspace root, which a relative `CIFAR10_DIR` is read from.

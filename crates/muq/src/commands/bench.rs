@@ -2,7 +2,6 @@
 //! one JSON object.
 
 use crate::bench::{BenchConfig, BenchReport, EPOCH_STEPS, measure};
-use muq_resnet::Kernels;
 
 /// Arguments of `muq bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -17,7 +16,7 @@ pub struct BenchArgs {
 
 /// Runs the benchmark and prints the report (a table, or JSON with `--json`).
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    if args.config.kernels == Kernels::Muq {
+    if args.config.kernels.is_muq() {
         // Before any thread starts; the kernels would do it on first use.
         muq_resnet::kernels::tune_allocator();
     }

@@ -4,12 +4,15 @@
 //! of element-wise ops), exactly as before this module existed.
 //! [`Kernels::Muq`] uses muq's CPU kernels, written as candle custom ops with
 //! explicit backward passes; on any other device than the CPU, or for another
-//! dtype than f32, it falls back to the stock ops.
+//! dtype than f32, it falls back to the stock ops. [`Kernels::Winograd`] is
+//! [`Kernels::Muq`] with the stride-1 3×3 convolutions' forward pass and
+//! input gradient computed by Winograd F(4×4, 3×3) (4× fewer multiplies,
+//! more rounding; see `winograd.rs`).
 //!
 //! The selection is a runtime choice ([`crate::ResNet::set_kernels`]), not
 //! part of a model's architecture or of its checkpoints. A new model takes
-//! the default from the `MUQ_KERNELS` environment variable (`stock` or
-//! `muq`; unset = `muq`), so the whole test suite can be run on either path:
+//! the default from the `MUQ_KERNELS` environment variable (`stock`, `muq`
+//! or `winograd`; unset = `muq`), so the whole test suite can be run on either path:
 //! `MUQ_KERNELS=stock cargo test -p muq-resnet`.
 //!
 //! # Instruction-set levels
@@ -40,6 +43,7 @@ pub(crate) mod optim;
 mod simd;
 #[cfg(test)]
 mod tests;
+mod winograd;
 
 #[cfg(test)]
 pub(crate) use level::at_each_level;
@@ -66,25 +70,38 @@ pub enum Kernels {
     /// other devices.
     #[default]
     Muq,
+    /// [`Kernels::Muq`] with Winograd F(4×4, 3×3) for the forward pass and
+    /// input gradient of stride-1 3×3 convolutions with ≥ 16 channels
+    /// (every 3×3 convolution of ResNet-18 but the stem and the three
+    /// stride-2 ones); stock ops on other devices.
+    Winograd,
 }
 
 impl Kernels {
-    /// Both settings, stock first.
-    pub const ALL: [Kernels; 2] = [Kernels::Stock, Kernels::Muq];
+    /// Every setting, stock first.
+    pub const ALL: [Kernels; 3] = [Kernels::Stock, Kernels::Muq, Kernels::Winograd];
 
-    /// The lowercase name (`stock` or `muq`).
+    /// The lowercase name (`stock`, `muq` or `winograd`).
     pub fn as_str(self) -> &'static str {
         match self {
             Kernels::Stock => "stock",
             Kernels::Muq => "muq",
+            Kernels::Winograd => "winograd",
         }
+    }
+
+    /// Whether this setting runs muq's CPU kernels (where they apply): all
+    /// but [`Kernels::Stock`].
+    pub fn is_muq(self) -> bool {
+        self != Kernels::Stock
     }
 
     /// The default for new models: `MUQ_KERNELS` if set, else
     /// [`Kernels::Muq`].
     ///
     /// # Panics
-    /// If `MUQ_KERNELS` holds anything but `stock` or `muq`: a typo must not
+    /// If `MUQ_KERNELS` holds anything but `stock`, `muq` or `winograd`: a
+    /// typo must not
     /// silently benchmark or test the wrong path.
     pub fn from_env() -> Kernels {
         Self::try_from_env().unwrap_or_else(|e| panic!("{KERNELS_ENV}: {e}"))
@@ -94,7 +111,8 @@ impl Kernels {
     /// `MUQ_KERNELS`, [`Kernels::Muq`] when unset or empty.
     ///
     /// # Errors
-    /// [`UnknownKernels`] if it holds anything but `stock` or `muq`.
+    /// [`UnknownKernels`] if it holds anything but `stock`, `muq` or
+    /// `winograd`.
     pub fn try_from_env() -> Result<Kernels, UnknownKernels> {
         match std::env::var(KERNELS_ENV) {
             Ok(v) if !v.is_empty() => v.parse(),
@@ -109,9 +127,12 @@ impl fmt::Display for Kernels {
     }
 }
 
-/// A kernel name that is neither `stock` nor `muq`.
+/// A kernel name that is not `stock`, `muq` or `winograd`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown kernels `{0}`: use `stock` (candle's ops) or `muq` (muq's CPU kernels)")]
+#[error(
+    "unknown kernels `{0}`: use `stock` (candle's ops), `muq` (muq's CPU kernels) or \
+     `winograd` (muq's, with Winograd 3×3 convolutions)"
+)]
 pub struct UnknownKernels(pub String);
 
 impl FromStr for Kernels {
@@ -121,6 +142,7 @@ impl FromStr for Kernels {
         match s.trim().to_ascii_lowercase().as_str() {
             "stock" => Ok(Kernels::Stock),
             "muq" => Ok(Kernels::Muq),
+            "winograd" => Ok(Kernels::Winograd),
             _ => Err(UnknownKernels(s.to_owned())),
         }
     }
@@ -141,7 +163,8 @@ pub fn cpu_level() -> &'static str {
 /// What a model set to `kernels` actually computes with on `device`, as
 /// result provenance and base-model cache keys record it: the kernels
 /// that run (muq's fall back to stock off the CPU) and, on the CPU, the
-/// instruction-set level — e.g. `muq/x86-64-v4`, `stock/x86-64-v3`,
+/// instruction-set level — e.g. `muq/x86-64-v4`, `winograd/x86-64-v4`,
+/// `stock/x86-64-v3`,
 /// `stock/cuda`. Two runs that differ here may differ in their
 /// floating-point bits.
 ///
@@ -160,9 +183,9 @@ pub fn compute_path(kernels: Kernels, device: &Device) -> String {
             let detected = CpuLevel::detected();
             match kernels {
                 Kernels::Stock => format!("stock/{detected}"),
-                Kernels::Muq => match CpuLevel::active() {
-                    level if level == detected => format!("muq/{level}"),
-                    level => format!("muq/{level} (forced on {detected})"),
+                Kernels::Muq | Kernels::Winograd => match CpuLevel::active() {
+                    level if level == detected => format!("{kernels}/{level}"),
+                    level => format!("{kernels}/{level} (forced on {detected})"),
                 },
             }
         }
@@ -227,9 +250,9 @@ pub fn conv2d(
     padding: usize,
     kernels: Kernels,
 ) -> candle_core::Result<Tensor> {
-    if kernels == Kernels::Muq && runs_on(x) && runs_on(w) {
+    if kernels.is_muq() && runs_on(x) && runs_on(w) {
         tune_allocator();
-        ops::conv2d(x, w, stride, padding)
+        ops::conv2d(x, w, stride, padding, kernels == Kernels::Winograd)
     } else {
         x.conv2d(w, padding, stride, 1, 1)
     }
@@ -245,8 +268,15 @@ pub fn conv2d_input_grad(
     padding: usize,
     kernels: Kernels,
 ) -> candle_core::Result<Tensor> {
-    if kernels == Kernels::Muq && runs_on(w) && runs_on(dy) {
-        return ops::conv2d_input_grad(x_dims, w, dy, stride, padding);
+    if kernels.is_muq() && runs_on(w) && runs_on(dy) {
+        return ops::conv2d_input_grad(
+            x_dims,
+            w,
+            dy,
+            stride,
+            padding,
+            kernels == Kernels::Winograd,
+        );
     }
     // candle's own backward pass: a transposed convolution.
     let (_, _, k, _) = w.dims4()?;
@@ -265,8 +295,15 @@ pub fn conv2d_weight_grad(
     padding: usize,
     kernels: Kernels,
 ) -> candle_core::Result<Tensor> {
-    if kernels == Kernels::Muq && runs_on(x) && runs_on(dy) {
-        return ops::conv2d_weight_grad(x, w_dims, dy, stride, padding);
+    if kernels.is_muq() && runs_on(x) && runs_on(dy) {
+        return ops::conv2d_weight_grad(
+            x,
+            w_dims,
+            dy,
+            stride,
+            padding,
+            kernels == Kernels::Winograd,
+        );
     }
     // candle's own backward pass: a convolution of the input by the output
     // gradient, channels and batch swapped, dilated by the stride.

@@ -8,7 +8,7 @@ use candle_core::{
 };
 
 use super::profile::{Kind, record};
-use super::{BatchStats, BnAct, BnParams, bn, conv};
+use super::{BatchStats, BnAct, BnParams, bn, conv, winograd};
 use crate::BnMode;
 
 /// The contiguous f32 data of a CPU storage under `layout`.
@@ -43,6 +43,35 @@ fn conv_geom(x: &[usize], w: &[usize], stride: usize, pad: usize) -> Result<conv
 struct Conv2dOp {
     stride: usize,
     padding: usize,
+    /// Winograd for the forward pass and input gradient where it applies.
+    winograd: bool,
+}
+
+/// The forward pass: Winograd where asked for and applicable, else GEMMs.
+fn forward(g: &conv::Geom, x: &[f32], w: &[f32], winograd: bool) -> Vec<f32> {
+    if winograd && winograd::applies(g) {
+        winograd::forward(g, x, w)
+    } else {
+        conv::forward(g, x, w)
+    }
+}
+
+/// The filter gradient: Winograd where asked for and applicable, else GEMMs.
+fn weight_grad(g: &conv::Geom, x: &[f32], dy: &[f32], winograd: bool) -> Vec<f32> {
+    if winograd && winograd::applies(g) {
+        winograd::weight_grad(g, x, dy)
+    } else {
+        conv::weight_grad(g, x, dy)
+    }
+}
+
+/// The input gradient: Winograd where asked for and applicable, else GEMMs.
+fn input_grad(g: &conv::Geom, w: &[f32], dy: &[f32], winograd: bool) -> Vec<f32> {
+    if winograd && winograd::applies(g) {
+        winograd::input_grad(g, w, dy)
+    } else {
+        conv::input_grad(g, w, dy)
+    }
 }
 
 impl CustomOp2 for Conv2dOp {
@@ -59,7 +88,7 @@ impl CustomOp2 for Conv2dOp {
     ) -> Result<(CpuStorage, Shape)> {
         let g = conv_geom(l1.dims(), l2.dims(), self.stride, self.padding)?;
         let t = Instant::now();
-        let y = conv::forward(&g, cpu_f32(s1, l1)?, cpu_f32(s2, l2)?);
+        let y = forward(&g, cpu_f32(s1, l1)?, cpu_f32(s2, l2)?, self.winograd);
         record(Kind::ConvForward, t);
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.o, g.oh, g.ow))))
     }
@@ -77,7 +106,9 @@ impl CustomOp2 for Conv2dOp {
         // computed from one (the image batch) needs its gradient.
         let dx = if x.track_op() {
             let t = Instant::now();
-            let v = with_f32(w, |w| with_f32(&dy, |dy| Ok(conv::input_grad(&g, w, dy))))?;
+            let v = with_f32(w, |w| {
+                with_f32(&dy, |dy| Ok(input_grad(&g, w, dy, self.winograd)))
+            })?;
             record(Kind::ConvInputGrad, t);
             Some(tensor(v, x.dims())?)
         } else {
@@ -85,7 +116,9 @@ impl CustomOp2 for Conv2dOp {
         };
         let dw = if w.track_op() {
             let t = Instant::now();
-            let v = with_f32(x, |x| with_f32(&dy, |dy| Ok(conv::weight_grad(&g, x, dy))))?;
+            let v = with_f32(x, |x| {
+                with_f32(&dy, |dy| Ok(weight_grad(&g, x, dy, self.winograd)))
+            })?;
             record(Kind::ConvWeightGrad, t);
             Some(tensor(v, w.dims())?)
         } else {
@@ -95,12 +128,25 @@ impl CustomOp2 for Conv2dOp {
     }
 }
 
-pub(super) fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+pub(super) fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    winograd: bool,
+) -> Result<Tensor> {
     // Validate before the op so a bad shape is an error, not a panic.
     conv_geom(x.dims(), w.dims(), stride, padding)?;
     let x = x.contiguous()?;
     let w = w.contiguous()?;
-    x.apply_op2(&w, Conv2dOp { stride, padding })
+    x.apply_op2(
+        &w,
+        Conv2dOp {
+            stride,
+            padding,
+            winograd,
+        },
+    )
 }
 
 pub(super) fn conv2d_input_grad(
@@ -109,10 +155,13 @@ pub(super) fn conv2d_input_grad(
     dy: &Tensor,
     stride: usize,
     padding: usize,
+    winograd: bool,
 ) -> Result<Tensor> {
     let g = conv_geom(x_dims, w.dims(), stride, padding)?;
     let (w, dy) = (w.contiguous()?, dy.contiguous()?);
-    let v = with_f32(&w, |w| with_f32(&dy, |dy| Ok(conv::input_grad(&g, w, dy))))?;
+    let v = with_f32(&w, |w| {
+        with_f32(&dy, |dy| Ok(input_grad(&g, w, dy, winograd)))
+    })?;
     tensor(v, x_dims)
 }
 
@@ -122,10 +171,13 @@ pub(super) fn conv2d_weight_grad(
     dy: &Tensor,
     stride: usize,
     padding: usize,
+    winograd: bool,
 ) -> Result<Tensor> {
     let g = conv_geom(x.dims(), w_dims, stride, padding)?;
     let (x, dy) = (x.contiguous()?, dy.contiguous()?);
-    let v = with_f32(&x, |x| with_f32(&dy, |dy| Ok(conv::weight_grad(&g, x, dy))))?;
+    let v = with_f32(&x, |x| {
+        with_f32(&dy, |dy| Ok(weight_grad(&g, x, dy, winograd)))
+    })?;
     tensor(v, w_dims)
 }
 

@@ -249,7 +249,10 @@ fn kernels_parse_and_print() {
     }
     assert_eq!(" MUQ ".parse::<Kernels>().unwrap(), Kernels::Muq);
     let err = "fast".parse::<Kernels>().unwrap_err();
-    assert!(err.to_string().contains("stock"), "{err}");
+    for name in ["stock", "muq", "winograd"] {
+        assert!(err.to_string().contains(name), "{err}");
+    }
+    assert!(Kernels::Winograd.is_muq() && Kernels::Muq.is_muq() && !Kernels::Stock.is_muq());
     assert_eq!(Kernels::default(), Kernels::Muq);
 }
 
@@ -263,6 +266,11 @@ fn compute_path_names_the_kernels_and_the_cpu_level() {
         _ => format!("muq/{level}"),
     };
     assert_eq!(compute_path(Kernels::Muq, &Device::Cpu), muq);
+    // Winograd changes the bits, so it is a path of its own.
+    assert_eq!(
+        compute_path(Kernels::Winograd, &Device::Cpu),
+        muq.replacen("muq/", "winograd/", 1)
+    );
     assert_eq!(
         compute_path(Kernels::Stock, &Device::Cpu),
         format!("stock/{detected}")
@@ -612,5 +620,59 @@ fn gemm_is_correct_at_every_level_and_gemms_own_at_the_detected_one() {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&ours), bits(&theirs), "{m}×{n}×{k} acc {acc}");
         }
+    }
+}
+
+/// Shapes on the Winograd path: (n, c, h, w, filters).
+const WINOGRAD_SHAPES: &[(usize, usize, usize, usize, usize)] = &[
+    (2, 16, 4, 4, 16),   // one tile per image, every image one column
+    (3, 64, 32, 32, 64), // layer 1's planes, a chunk per 8 images
+    (20, 17, 8, 12, 19), // 6 tiles a plane: planes straddle column blocks
+    (1, 16, 16, 16, 40), // batch 1, output rows past a 6-row block
+    (70, 24, 4, 8, 16),  // several chunks and a partial last one
+];
+
+/// Largest `|a − b| / (1 + max |b|)` over the elements.
+fn rel_err(got: &Tensor, want: &Tensor) -> f32 {
+    assert_eq!(got.dims(), want.dims());
+    let g = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let w = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let scale = 1.0 + w.iter().fold(0f32, |m, v| m.max(v.abs()));
+    g.iter()
+        .zip(&w)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs() / scale))
+}
+
+/// Winograd's extra rounding, relative to the largest output: measured
+/// here at most ~3e-6 on these unit-scale shapes; the bound leaves room.
+const WINOGRAD_TOL: f32 = 2e-5;
+
+#[test]
+fn winograd_matches_stock_values_and_gradients() {
+    for (i, &(n, c, h, wd, o)) in WINOGRAD_SHAPES.iter().enumerate() {
+        let g = conv::Geom::new(&[n, c, h, wd], &[o, c, 3, 3], 1, 1).unwrap();
+        assert!(winograd::applies(&g), "{g:?} is not on the Winograd path");
+        let seed = 500 + 10 * i as u64;
+        let x = randn(&[n, c, h, wd], seed);
+        let w = randn(&[o, c, 3, 3], seed + 1);
+        let r = randn(&[n, o, h, wd], seed + 2);
+        let (ys, dxs, dws) = conv_run(&x, &w, &r, 1, 1, Kernels::Stock);
+        at_each_level(|level| {
+            let tag = format!("x {:?} w {:?}, {level}", x.dims(), w.dims());
+            let (y, dx, dw) = conv_run(&x, &w, &r, 1, 1, Kernels::Winograd);
+            let errs = [rel_err(&y, &ys), rel_err(&dx, &dxs), rel_err(&dw, &dws)];
+            eprintln!(
+                "winograd {tag}: relative error y {:.1e}, dx {:.1e}, dw {:.1e}",
+                errs[0], errs[1], errs[2]
+            );
+            for (what, e) in ["y", "dx", "dw"].iter().zip(errs) {
+                assert!(e <= WINOGRAD_TOL, "{what}, {tag}: relative error {e:e}");
+            }
+            let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let dx2 = conv2d_input_grad(x.dims(), &w, &r, 1, 1, Kernels::Winograd).unwrap();
+            assert_eq!(bits(&dx2), bits(&dx), "conv2d_input_grad, {tag}");
+            let dw2 = conv2d_weight_grad(&x, w.dims(), &r, 1, 1, Kernels::Winograd).unwrap();
+            assert_eq!(bits(&dw2), bits(&dw), "conv2d_weight_grad, {tag}");
+        });
     }
 }

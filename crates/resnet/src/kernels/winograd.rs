@@ -1,0 +1,1089 @@
+//! Winograd F(4×4, 3×3) for stride-1, padding-1 3×3 convolutions: the
+//! forward pass and the input gradient (a convolution of the output
+//! gradient by the flipped, transposed filters).
+//!
+//! Each 4×4 block of output pixels (a *tile*) of one image and output
+//! channel is computed from the 6×6 input patch around it (Lavin & Gray,
+//! "Fast Algorithms for Convolutional Neural Networks", 2016):
+//! `Y = Aᵀ [ Σ_c (G g_c Gᵀ) ⊙ (Bᵀ d_c B) ] A`. The 36 element-wise
+//! products summed over input channels are 36 independent GEMMs,
+//! `M_ξ (O × tiles) = U_ξ (O × C) · V_ξ (C × tiles)`, each with 1/16 of the
+//! output pixels as columns: 36·O·C multiplies per 16 output pixels instead
+//! of 144·O·C, 4× fewer than a direct convolution. The transforms cost
+//! O(C + O) per tile and run vectorised; the GEMMs run on muq's own
+//! micro-kernels over operands the transforms write already packed (no
+//! GEMM-side packing at all), per instruction-set level: AVX-512 and
+//! AVX2 + FMA intrinsics, and portable Rust for the baseline and for other
+//! architectures.
+//!
+//! Numerics: the transforms' constants (1/4, 1/6, 1/12, 1/24; 2, 4, 5, 8)
+//! add rounding, so the result differs from a direct convolution by more
+//! than summation order does — measured in `tests.rs` and stated in
+//! `docs/benchmarks.md`. The sums are in a fixed order (channels in order
+//! inside each GEMM; no reduction across threads), so a level gives the
+//! same bits at every thread count. v3 and v4 fuse each multiply-add, the
+//! baseline rounds the product first: v3 and v4 agree to the bit, the
+//! baseline differs in the last bits.
+//!
+//! Work is split three ways per chunk of images (enough to give each GEMM
+//! ~512 columns): the input transform by channel, the 36 GEMMs by ξ, the
+//! output transform by image — each phase a rayon loop with disjoint
+//! outputs.
+
+use rayon::prelude::*;
+
+use super::conv::Geom;
+use super::level::{CpuLevel, dispatch};
+use super::simd::simd_fn;
+
+/// Output tile side.
+const M: usize = 4;
+/// Input tile side (`M + 3 − 1`).
+const ALPHA: usize = 6;
+/// Transformed positions per tile.
+const XI: usize = ALPHA * ALPHA;
+/// Rows (output channels) of a micro-kernel block.
+const MR: usize = 6;
+/// Columns (tiles) of a micro-kernel block.
+const NB: usize = 64;
+/// Aim for this many GEMM columns (tiles) per chunk of images.
+const TARGET_COLUMNS: usize = 512;
+/// Smallest channel count that takes this path (the stem's 3 channels
+/// make each GEMM too shallow to pay for the transforms).
+const MIN_CHANNELS: usize = 16;
+
+/// Whether `g` runs on the Winograd path: a 3×3, stride-1, padding-1
+/// convolution of planes whose sides are multiples of 4, with at least
+/// [`MIN_CHANNELS`] input and output channels.
+pub(crate) fn applies(g: &Geom) -> bool {
+    g.k == 3
+        && g.stride == 1
+        && g.pad == 1
+        && g.h.is_multiple_of(M)
+        && g.w.is_multiple_of(M)
+        && g.h > 0
+        && g.w > 0
+        && g.c >= MIN_CHANNELS
+        && g.o >= MIN_CHANNELS
+}
+
+/// `y = x ⋆ w` for a geometry [`applies`] accepts: `x` is `N×C×H×W`, `w`
+/// is `O×C×3×3`; returns `N×O×H×W`.
+pub(crate) fn forward(g: &Geom, x: &[f32], w: &[f32]) -> Vec<f32> {
+    debug_assert!(applies(g));
+    with_buffers(|b| {
+        transform_filters(g.o, g.c, w, false, &mut b.u);
+        run(g.n, g.c, g.o, g.h, g.w, x, b)
+    })
+}
+
+/// `∂L/∂x` (`N×C×H×W`) from `dy = ∂L/∂y` (`N×O×H×W`) for a geometry
+/// [`applies`] accepts: the convolution of `dy` (padding 1) by the filters
+/// rotated by 180°, input and output channels swapped.
+pub(crate) fn input_grad(g: &Geom, w: &[f32], dy: &[f32]) -> Vec<f32> {
+    debug_assert!(applies(g));
+    with_buffers(|b| {
+        transform_filters(g.c, g.o, w, true, &mut b.u);
+        run(g.n, g.o, g.c, g.h, g.w, dy, b)
+    })
+}
+
+/// `∂L/∂w` (`O×C×3×3`) from the input `x` (`N×C×H×W`) and `dy = ∂L/∂y`
+/// (`N×O×H×W`) for a geometry [`applies`] accepts. The forward pass is
+/// linear in each filter's transform `U = G g Gᵀ`, so
+/// `∂L/∂U_ξ[o][c] = Σ_tiles (A dY Aᵀ)_ξ[o] · (Bᵀ d B)_ξ[c]` — 36 GEMMs
+/// whose depth is the tiles — and `∂L/∂g = Gᵀ (∂L/∂U) G`.
+pub(crate) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    debug_assert!(applies(g));
+    let (n, c, o, h, w) = (g.n, g.c, g.o, g.h, g.w);
+    let mut dw = vec![0f32; o * c * 9];
+    if n == 0 {
+        return dw;
+    }
+    with_buffers(|b| {
+        let tiles = (h / M) * (w / M);
+        let per_chunk = TARGET_COLUMNS.div_ceil(tiles).clamp(1, n);
+        let cols = (per_chunk * tiles).div_ceil(NB) * NB;
+        fit(&mut b.v, cols * c * XI);
+        fit(&mut b.m, cols * o * XI);
+        fit(&mut b.u, XI * o * c);
+        let level = dispatch();
+        let mut first = 0;
+        while first < n {
+            let count = per_chunk.min(n - first);
+            let filled = count * tiles;
+            let used = filled.div_ceil(NB) * NB;
+            transform_inputs(c, h, w, &x[first * c * h * w..], count, &mut b.v);
+            transform_planes(o, h, w, &dy[first * o * h * w..], count, &mut b.m, true);
+            // The sums run over every column of the used blocks: the tail
+            // of the last one must add nothing.
+            if used > filled {
+                let (block, lane) = (filled / NB, filled % NB);
+                for row in b.m[block * o * XI * NB..(block + 1) * o * XI * NB].chunks_exact_mut(NB)
+                {
+                    row[lane..].fill(0.0);
+                }
+            }
+            dot_gemms(level, o, c, &b.m, &b.v, used / NB, first > 0, &mut b.u);
+            first += count;
+        }
+        untransform_filters(o, c, &b.u, &mut dw);
+    });
+    dw
+}
+
+/// The transformed operands, kept per calling thread between calls so that
+/// each call does not allocate and zero tens of megabytes afresh. Every
+/// element a call's results depend on is written by that call first;
+/// stale elements are only ever met by padding rows and columns, whose
+/// products are never read.
+#[derive(Default)]
+struct Buffers {
+    /// Filters, `[block][ξ][depth][MR]` ([`transform_filters`]).
+    u: Vec<f32>,
+    /// Inputs, `[block][channel][ξ][NB]` ([`transform_inputs`]).
+    v: Vec<f32>,
+    /// Products, `[row][ξ][column]` ([`gemms`]).
+    m: Vec<f32>,
+}
+
+fn with_buffers<R>(f: impl FnOnce(&mut Buffers) -> R) -> R {
+    thread_local! {
+        static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::default();
+    }
+    // Taken out (not borrowed) so that a nested call, were there one,
+    // would start from empty buffers instead of panicking.
+    let mut b = BUFFERS.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    let r = f(&mut b);
+    BUFFERS.with(|c| *c.borrow_mut() = b);
+    r
+}
+
+/// Resizes `v` to `len` without clearing what it holds.
+fn fit(v: &mut Vec<f32>, len: usize) {
+    v.resize(len, 0.0);
+}
+
+/// The convolution of `x` (`n×c×h×w`) by the filters whose transform is
+/// in `b.u` ([`transform_filters`], `o` rows over `c` channels).
+fn run(n: usize, c: usize, o: usize, h: usize, w: usize, x: &[f32], b: &mut Buffers) -> Vec<f32> {
+    let mut y = vec![0f32; n * o * h * w];
+    if y.is_empty() {
+        return y;
+    }
+    let tiles = (h / M) * (w / M);
+    let per_chunk = TARGET_COLUMNS.div_ceil(tiles).clamp(1, n);
+    let cols = (per_chunk * tiles).div_ceil(NB) * NB;
+    let row_blocks = o.div_ceil(MR);
+    fit(&mut b.v, cols * c * XI);
+    fit(&mut b.m, row_blocks * MR * XI * cols);
+    let level = dispatch();
+    let mut first = 0;
+    while first < n {
+        let count = per_chunk.min(n - first);
+        // Columns past the chunk's tiles (the last block's tail) hold stale
+        // values; their products are never read.
+        let used = (count * tiles).div_ceil(NB) * NB;
+        transform_inputs(c, h, w, &x[first * c * h * w..], count, &mut b.v);
+        gemms(level, c, row_blocks, &b.u, &b.v, cols, used, &mut b.m);
+        transform_outputs(
+            o,
+            h,
+            w,
+            &b.m,
+            cols,
+            count,
+            &mut y[first * o * h * w..(first + count) * o * h * w],
+        );
+        first += count;
+    }
+    y
+}
+
+/// A shared pointer to an output buffer that several rayon tasks write
+/// disjoint parts of.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: the tasks that share it write disjoint index sets (each caller
+// says why) and nothing reads the buffer until they have all finished.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The pointer (a method, so that closures capture the whole `Shared`
+    /// and not its non-`Send` field).
+    fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `G g Gᵀ` for every filter into `u`, packed for the micro-kernels:
+/// `U[block][ξ][d][r]` with `block·MR + r` the output row (rows past `rows`
+/// hold stale values). Rows are `w`'s filters (`rows × depth × 3 × 3`),
+/// or with `transposed` the input gradient's: row `ci`, depth `oi` reads
+/// `w[oi][ci]` rotated by 180°.
+fn transform_filters(rows: usize, depth: usize, w: &[f32], transposed: bool, u: &mut Vec<f32>) {
+    let blocks = rows.div_ceil(MR);
+    fit(u, blocks * XI * depth * MR);
+    u.par_chunks_mut(XI * depth * MR).enumerate().for_each_init(
+        || vec![0f32; (9 + XI + 3 * ALPHA) * depth],
+        |scratch, (b, ub)| {
+            for r in 0..MR.min(rows - b * MR) {
+                filter_row(b * MR + r, rows, depth, w, transposed, scratch, r, ub);
+            }
+        },
+    );
+}
+
+simd_fn! {
+    #[allow(clippy::too_many_arguments)]
+    /// Row `row`'s `depth` filters, transformed, into column `r` of the
+    /// row block `ub` (`[ξ][d][MR]`). `scratch` holds `(9 + 36 + 18)·depth`
+    /// floats.
+    fn filter_row(
+        row: usize,
+        rows: usize,
+        depth: usize,
+        w: &[f32],
+        transposed: bool,
+        scratch: &mut [f32],
+        r: usize,
+        ub: &mut [f32],
+    ) {
+        let (taps, out) = scratch.split_at_mut(9 * depth);
+        // Tap-major: taps[t][d].
+        for d in 0..depth {
+            if transposed {
+                let f = &w[(d * rows + row) * 9..][..9];
+                for t in 0..9 {
+                    taps[t * depth + d] = f[8 - t];
+                }
+            } else {
+                let f = &w[(row * depth + d) * 9..][..9];
+                for t in 0..9 {
+                    taps[t * depth + d] = f[t];
+                }
+            }
+        }
+        // G·g down the columns, then ·Gᵀ along the rows, vectorised over d:
+        // first col[x][r][d] (in `out`'s last 18 rows, free until then)…
+        let (out, cols) = out.split_at_mut(XI * depth);
+        for x in 0..3 {
+            let (g0, g1, g2) = (
+                &taps[x * depth..(x + 1) * depth],
+                &taps[(3 + x) * depth..(4 + x) * depth],
+                &taps[(6 + x) * depth..(7 + x) * depth],
+            );
+            let dst = &mut cols[x * ALPHA * depth..(x + 1) * ALPHA * depth];
+            let (c0, rest) = dst.split_at_mut(depth);
+            let (c1, rest) = rest.split_at_mut(depth);
+            let (c2, rest) = rest.split_at_mut(depth);
+            let (c3, rest) = rest.split_at_mut(depth);
+            let (c4, c5) = rest.split_at_mut(depth);
+            for d in 0..depth {
+                let v = g_col(g0[d], g1[d], g2[d]);
+                c0[d] = v[0];
+                c1[d] = v[1];
+                c2[d] = v[2];
+                c3[d] = v[3];
+                c4[d] = v[4];
+                c5[d] = v[5];
+            }
+        }
+        // …then out[r·6 + c][d].
+        for rr in 0..ALPHA {
+            let src = |x: usize| &cols[(x * ALPHA + rr) * depth..][..depth];
+            let (k0, k1, k2) = (src(0), src(1), src(2));
+            let dst = &mut out[rr * ALPHA * depth..(rr + 1) * ALPHA * depth];
+            let (o0, rest) = dst.split_at_mut(depth);
+            let (o1, rest) = rest.split_at_mut(depth);
+            let (o2, rest) = rest.split_at_mut(depth);
+            let (o3, rest) = rest.split_at_mut(depth);
+            let (o4, o5) = rest.split_at_mut(depth);
+            for d in 0..depth {
+                let v = g_col(k0[d], k1[d], k2[d]);
+                o0[d] = v[0];
+                o1[d] = v[1];
+                o2[d] = v[2];
+                o3[d] = v[3];
+                o4[d] = v[4];
+                o5[d] = v[5];
+            }
+        }
+        for xi in 0..XI {
+            let src = &out[xi * depth..(xi + 1) * depth];
+            let dst = &mut ub[xi * depth * MR..(xi + 1) * depth * MR];
+            for (d, v) in src.iter().enumerate() {
+                dst[d * MR + r] = *v;
+            }
+        }
+    }
+}
+
+/// `G · (g0, g1, g2)` for F(4×4, 3×3).
+#[inline(always)]
+fn g_col(g0: f32, g1: f32, g2: f32) -> [f32; ALPHA] {
+    let a = g0 + g2;
+    let b = g0 * (1.0 / 24.0) + g2 * (1.0 / 6.0);
+    [
+        g0 * 0.25,
+        (a + g1) * (-1.0 / 6.0),
+        (a - g1) * (-1.0 / 6.0),
+        b + g1 * (1.0 / 12.0),
+        b - g1 * (1.0 / 12.0),
+        g2,
+    ]
+}
+
+/// `Bᵀ · d` for F(4×4, 3×3).
+#[inline(always)]
+fn bt(d: [f32; ALPHA]) -> [f32; ALPHA] {
+    [
+        4.0 * d[0] - 5.0 * d[2] + d[4],
+        -4.0 * (d[1] + d[2]) + (d[3] + d[4]),
+        4.0 * (d[1] - d[2]) + (d[4] - d[3]),
+        2.0 * (d[3] - d[1]) + (d[4] - d[2]),
+        2.0 * (d[1] - d[3]) + (d[4] - d[2]),
+        4.0 * d[1] - 5.0 * d[3] + d[5],
+    ]
+}
+
+/// `Aᵀ · m` for F(4×4, 3×3).
+#[inline(always)]
+fn at(m: [f32; ALPHA]) -> [f32; M] {
+    let (p, q) = (m[1] + m[2], m[1] - m[2]);
+    let (r, s) = (m[3] + m[4], m[3] - m[4]);
+    [m[0] + p + r, q + 2.0 * s, p + 4.0 * r, q + 8.0 * s + m[5]]
+}
+
+/// Transforms `count` images of `x` (a slice starting at the first, `c`
+/// planes of `h×w` each) into `v`: `V[block][c][ξ][j]`, tile `t` of
+/// image `i` at column `i·tiles + t`, blocks of [`NB`] columns.
+fn transform_inputs(c: usize, h: usize, w: usize, x: &[f32], count: usize, v: &mut [f32]) {
+    transform_planes(c, h, w, x, count, v, false);
+}
+
+/// [`transform_inputs`] (`grads = false`: `Bᵀ d B` of the padded 6×6
+/// patches) or, with `grads`, `A d Aᵀ` of the 4×4 output-gradient tiles
+/// ([`grad_tiles`]), into the same layout.
+fn transform_planes(
+    c: usize,
+    h: usize,
+    w: usize,
+    x: &[f32],
+    count: usize,
+    v: &mut [f32],
+    grads: bool,
+) {
+    let tiles = (h / M) * (w / M);
+    let out = Shared(v.as_mut_ptr());
+    let len = v.len();
+    (0..c).into_par_iter().for_each_init(
+        || Scratch::new(h, w),
+        |s, ch| {
+            for i in 0..count {
+                let plane = &x[(i * c + ch) * h * w..][..h * w];
+                if grads {
+                    grad_tiles(h, w, plane, s);
+                } else {
+                    input_tiles(h, w, plane, s);
+                }
+                for xi in 0..XI {
+                    let src = &s.tiles[xi * tiles..(xi + 1) * tiles];
+                    // Tile `t` goes to column `i·tiles + t`; a plane's
+                    // tiles may straddle blocks of NB columns.
+                    let mut t = 0;
+                    while t < tiles {
+                        let col = i * tiles + t;
+                        let (block, lane) = (col / NB, col % NB);
+                        let run = (NB - lane).min(tiles - t);
+                        let at = ((block * c + ch) * XI + xi) * NB + lane;
+                        assert!(at + run <= len);
+                        // SAFETY: in bounds (checked); a row of channel
+                        // `ch`, which only this task writes; `src` is a
+                        // different allocation.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(src[t..].as_ptr(), out.ptr().add(at), run)
+                        };
+                        t += run;
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// Per-task buffers of the input transform.
+struct Scratch {
+    /// The plane, zero-padded: 1 row above, 1 + 2 below (rows `h + 3`…
+    /// unused), 1 column left, 3 right, so that rows are `4·(tw + 1)`
+    /// floats and split into 4 phases evenly.
+    pad: Vec<f32>,
+    /// `Bᵀ` applied down the columns of one row of tiles: 6 rows.
+    rows: Vec<f32>,
+    /// One row of `rows`, split by column mod 4.
+    phases: Vec<f32>,
+    /// The plane's transformed tiles, `[ξ][tile]`.
+    tiles: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(h: usize, w: usize) -> Self {
+        let rw = w + M;
+        let tw = w / M;
+        Self {
+            pad: vec![0f32; (h + 2) * rw],
+            rows: vec![0f32; ALPHA * rw],
+            phases: vec![0f32; M * (tw + 1)],
+            tiles: vec![0f32; XI * (h / M) * tw],
+        }
+    }
+}
+
+simd_fn! {
+    /// `Bᵀ d B` of every 6×6 patch of one `h×w` plane (padding 1) into
+    /// `s.tiles`.
+    fn input_tiles(h: usize, w: usize, plane: &[f32], s: &mut Scratch) {
+        let rw = w + M;
+        let (th, tw) = (h / M, w / M);
+        let tiles = th * tw;
+        for y in 0..h {
+            s.pad[(y + 1) * rw + 1..][..w].copy_from_slice(&plane[y * w..(y + 1) * w]);
+        }
+        for ty in 0..th {
+            // Down the columns: rows[r'][x] = Σ_r Bᵀ[r'][r] · pad[4ty + r][x].
+            {
+                let src = &s.pad[M * ty * rw..][..ALPHA * rw];
+                let (d0, rest) = src.split_at(rw);
+                let (d1, rest) = rest.split_at(rw);
+                let (d2, rest) = rest.split_at(rw);
+                let (d3, rest) = rest.split_at(rw);
+                let (d4, d5) = rest.split_at(rw);
+                let (r0, rest) = s.rows.split_at_mut(rw);
+                let (r1, rest) = rest.split_at_mut(rw);
+                let (r2, rest) = rest.split_at_mut(rw);
+                let (r3, rest) = rest.split_at_mut(rw);
+                let (r4, r5) = rest.split_at_mut(rw);
+                let d5 = &d5[..rw];
+                let r5 = &mut r5[..rw];
+                for x in 0..rw {
+                    let v = bt([d0[x], d1[x], d2[x], d3[x], d4[x], d5[x]]);
+                    r0[x] = v[0];
+                    r1[x] = v[1];
+                    r2[x] = v[2];
+                    r3[x] = v[3];
+                    r4[x] = v[4];
+                    r5[x] = v[5];
+                }
+            }
+            // Along the rows, tile by tile.
+            for rr in 0..ALPHA {
+                let row = &s.rows[rr * rw..(rr + 1) * rw];
+                let (q0, rest) = s.phases.split_at_mut(tw + 1);
+                let (q1, rest) = rest.split_at_mut(tw + 1);
+                let (q2, q3) = rest.split_at_mut(tw + 1);
+                for (j, c4) in row.chunks_exact(M).enumerate() {
+                    q0[j] = c4[0];
+                    q1[j] = c4[1];
+                    q2[j] = c4[2];
+                    q3[j] = c4[3];
+                }
+                let base = ty * tw;
+                let dst = &mut s.tiles[rr * ALPHA * tiles..(rr + 1) * ALPHA * tiles];
+                let (o0, rest) = dst.split_at_mut(tiles);
+                let (o1, rest) = rest.split_at_mut(tiles);
+                let (o2, rest) = rest.split_at_mut(tiles);
+                let (o3, rest) = rest.split_at_mut(tiles);
+                let (o4, o5) = rest.split_at_mut(tiles);
+                let (o0, o1, o2) = (&mut o0[base..base + tw], &mut o1[base..base + tw], &mut o2[base..base + tw]);
+                let (o3, o4, o5) = (&mut o3[base..base + tw], &mut o4[base..base + tw], &mut o5[base..base + tw]);
+                for tx in 0..tw {
+                    let v = bt([q0[tx], q1[tx], q2[tx], q3[tx], q0[tx + 1], q1[tx + 1]]);
+                    o0[tx] = v[0];
+                    o1[tx] = v[1];
+                    o2[tx] = v[2];
+                    o3[tx] = v[3];
+                    o4[tx] = v[4];
+                    o5[tx] = v[5];
+                }
+            }
+        }
+    }
+}
+
+/// `A · (d0, d1, d2, d3)` for F(4×4, 3×3): the adjoint of [`at`].
+#[inline(always)]
+fn a_col(d: [f32; M]) -> [f32; ALPHA] {
+    let (p, q) = (d[0] + d[2], d[1] + d[3]);
+    let (r, s) = (d[0] + 4.0 * d[2], 2.0 * d[1] + 8.0 * d[3]);
+    [d[0], p + q, p - q, r + s, r - s, d[3]]
+}
+
+simd_fn! {
+    /// `A d Aᵀ` of every 4×4 tile of one `h×w` plane (no padding) into
+    /// `s.tiles`, `[ξ][tile]`.
+    fn grad_tiles(h: usize, w: usize, plane: &[f32], s: &mut Scratch) {
+        let (th, tw) = (h / M, w / M);
+        let tiles = th * tw;
+        for ty in 0..th {
+            // Down the columns: rows[r'][x] = Σ_r A[r'][r] · plane[4ty + r][x].
+            {
+                let src = &plane[M * ty * w..][..M * w];
+                let (d0, rest) = src.split_at(w);
+                let (d1, rest) = rest.split_at(w);
+                let (d2, d3) = rest.split_at(w);
+                let (r0, rest) = s.rows.split_at_mut(w);
+                let (r1, rest) = rest.split_at_mut(w);
+                let (r2, rest) = rest.split_at_mut(w);
+                let (r3, rest) = rest.split_at_mut(w);
+                let (r4, rest) = rest.split_at_mut(w);
+                let r5 = &mut rest[..w];
+                let d3 = &d3[..w];
+                for x in 0..w {
+                    let v = a_col([d0[x], d1[x], d2[x], d3[x]]);
+                    r0[x] = v[0];
+                    r1[x] = v[1];
+                    r2[x] = v[2];
+                    r3[x] = v[3];
+                    r4[x] = v[4];
+                    r5[x] = v[5];
+                }
+            }
+            // Along the rows, tile by tile.
+            for rr in 0..ALPHA {
+                let row = &s.rows[rr * w..(rr + 1) * w];
+                let (q0, rest) = s.phases.split_at_mut(tw + 1);
+                let (q1, rest) = rest.split_at_mut(tw + 1);
+                let (q2, q3) = rest.split_at_mut(tw + 1);
+                for (j, c4) in row.chunks_exact(M).enumerate() {
+                    q0[j] = c4[0];
+                    q1[j] = c4[1];
+                    q2[j] = c4[2];
+                    q3[j] = c4[3];
+                }
+                let base = ty * tw;
+                let dst = &mut s.tiles[rr * ALPHA * tiles..(rr + 1) * ALPHA * tiles];
+                let (o0, rest) = dst.split_at_mut(tiles);
+                let (o1, rest) = rest.split_at_mut(tiles);
+                let (o2, rest) = rest.split_at_mut(tiles);
+                let (o3, rest) = rest.split_at_mut(tiles);
+                let (o4, o5) = rest.split_at_mut(tiles);
+                let (o0, o1, o2) = (&mut o0[base..base + tw], &mut o1[base..base + tw], &mut o2[base..base + tw]);
+                let (o3, o4, o5) = (&mut o3[base..base + tw], &mut o4[base..base + tw], &mut o5[base..base + tw]);
+                for tx in 0..tw {
+                    let v = a_col([q0[tx], q1[tx], q2[tx], q3[tx]]);
+                    o0[tx] = v[0];
+                    o1[tx] = v[1];
+                    o2[tx] = v[2];
+                    o3[tx] = v[3];
+                    o4[tx] = v[4];
+                    o5[tx] = v[5];
+                }
+            }
+        }
+    }
+}
+
+/// Rows and columns of a [`dot_block`].
+const DR: usize = 4;
+
+/// The weight gradient's 36 GEMMs, one rayon task per ξ:
+/// `du[ξ][o][c] (+)= Σ_t z[t][o][ξ] · v[t][c][ξ]` over `blocks` column
+/// blocks of `z` (`[block][o][ξ][NB]`) and `v` (`[block][c][ξ][NB]`);
+/// added to what `du` holds when `accumulate`.
+#[allow(clippy::too_many_arguments)]
+fn dot_gemms(
+    level: CpuLevel,
+    o: usize,
+    c: usize,
+    z: &[f32],
+    v: &[f32],
+    blocks: usize,
+    accumulate: bool,
+    du: &mut [f32],
+) {
+    du[..XI * o * c]
+        .par_chunks_mut(o * c)
+        .enumerate()
+        .for_each(|(xi, dux)| {
+            for ob in (0..o).step_by(DR) {
+                for cb in (0..c).step_by(DR) {
+                    // Rows past the edge repeat the last one; their sums
+                    // are not stored.
+                    let zr: [usize; DR] = std::array::from_fn(|r| (ob + r).min(o - 1));
+                    let vr: [usize; DR] = std::array::from_fn(|j| (cb + j).min(c - 1));
+                    let za = Rows {
+                        data: z,
+                        first: zr.map(|r| (r * XI + xi) * NB),
+                        stride: o * XI * NB,
+                        blocks,
+                    };
+                    let vb = Rows {
+                        data: v,
+                        first: vr.map(|j| (j * XI + xi) * NB),
+                        stride: c * XI * NB,
+                        blocks,
+                    };
+                    let acc = dot_block(level, &za, &vb);
+                    for (r, row) in acc.iter().enumerate().take(o - ob) {
+                        let dst = &mut dux[(ob + r) * c + cb..][..DR.min(c - cb)];
+                        for (d, v) in dst.iter_mut().zip(row) {
+                            if accumulate {
+                                *d += *v;
+                            } else {
+                                *d = *v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// [`DR`] rows of a [`dot_block`] operand: row `r`'s block `k` is
+/// `data[first[r] + k·stride..][..NB]`, for `k < blocks`.
+struct Rows<'a> {
+    data: &'a [f32],
+    first: [usize; DR],
+    stride: usize,
+    blocks: usize,
+}
+
+impl Rows<'_> {
+    /// Whether every block of every row lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        self.blocks == 0
+            || self
+                .first
+                .iter()
+                .all(|f| f + (self.blocks - 1) * self.stride + NB <= self.data.len())
+    }
+}
+
+/// `out[r][j] = Σ_l a[r][l] · b[j][l]` over every block of the rows, in
+/// 16 lanes (lane `k` sums the columns `l ≡ k mod 16`, block by block, in
+/// order), the lanes then added up.
+fn dot_block(level: CpuLevel, a: &Rows<'_>, b: &Rows<'_>) -> [[f32; DR]; DR] {
+    assert!(a.blocks == b.blocks && a.in_bounds() && b.in_bounds());
+    #[cfg(target_arch = "x86_64")]
+    if level == CpuLevel::V4 {
+        // SAFETY: the CPU runs AVX-512 (the dispatched level); every block
+        // lies inside its slice (checked).
+        return unsafe { x86::dot_v4(a, b) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = level;
+    dot_portable(a, b)
+}
+
+simd_fn! {
+    /// [`dot_block`] in portable Rust (products rounded before adding, the
+    /// lanes added in order).
+    fn dot_portable(a: &Rows<'_>, b: &Rows<'_>) -> [[f32; DR]; DR] {
+        const L: usize = 16;
+        let mut acc = [[[0f32; L]; DR]; DR];
+        for k in 0..a.blocks {
+            let ar: [&[f32]; DR] = std::array::from_fn(|r| &a.data[a.first[r] + k * a.stride..][..NB]);
+            let br: [&[f32]; DR] = std::array::from_fn(|j| &b.data[b.first[j] + k * b.stride..][..NB]);
+            for s in 0..NB / L {
+                for (r, ar) in ar.iter().enumerate() {
+                    let av = &ar[s * L..(s + 1) * L];
+                    for (j, bj) in br.iter().enumerate() {
+                        let bv = &bj[s * L..(s + 1) * L];
+                        for l in 0..L {
+                            acc[r][j][l] += av[l] * bv[l];
+                        }
+                    }
+                }
+            }
+        }
+        std::array::from_fn(|r| std::array::from_fn(|j| acc[r][j].iter().sum()))
+    }
+}
+
+/// `dw[o][c] = Gᵀ du[·][o][c] G` for every filter (`du` is `[ξ][o][c]`),
+/// one rayon task per output channel, vectorised across input channels.
+fn untransform_filters(o: usize, c: usize, du: &[f32], dw: &mut [f32]) {
+    dw.par_chunks_mut(c * 9).enumerate().for_each_init(
+        || vec![0f32; (ALPHA * 3 + 9) * c],
+        |buf, (oi, row)| untransform_row(oi, o, c, du, buf, row),
+    );
+}
+
+/// `Gᵀ · (u0, …, u5)` for F(4×4, 3×3): the adjoint of [`g_col`].
+#[inline(always)]
+fn gt_col(u: [f32; ALPHA]) -> [f32; 3] {
+    let (p, q) = (u[1] + u[2], u[1] - u[2]);
+    let (r, s) = (u[3] + u[4], u[3] - u[4]);
+    [
+        u[0] * 0.25 + p * (-1.0 / 6.0) + r * (1.0 / 24.0),
+        q * (-1.0 / 6.0) + s * (1.0 / 12.0),
+        p * (-1.0 / 6.0) + r * (1.0 / 6.0) + u[5],
+    ]
+}
+
+simd_fn! {
+    /// Output channel `oi`'s filters from `du` into `row` (`c × 3 × 3`).
+    fn untransform_row(oi: usize, o: usize, c: usize, du: &[f32], buf: &mut [f32], row: &mut [f32]) {
+        let (half, taps) = buf.split_at_mut(ALPHA * 3 * c);
+        // Along each transformed row: half[r'][x][ci] = (Gᵀ u[r'][·])[x].
+        for rr in 0..ALPHA {
+            let src = |cc: usize| &du[((rr * ALPHA + cc) * o + oi) * c..][..c];
+            let (u0, u1, u2, u3, u4, u5) = (src(0), src(1), src(2), src(3), src(4), src(5));
+            let dst = &mut half[rr * 3 * c..(rr + 1) * 3 * c];
+            let (h0, rest) = dst.split_at_mut(c);
+            let (h1, h2) = rest.split_at_mut(c);
+            for ci in 0..c {
+                let v = gt_col([u0[ci], u1[ci], u2[ci], u3[ci], u4[ci], u5[ci]]);
+                h0[ci] = v[0];
+                h1[ci] = v[1];
+                h2[ci] = v[2];
+            }
+        }
+        // Down the columns: taps[y·3 + x][ci].
+        for x in 0..3 {
+            let src = |rr: usize| &half[(rr * 3 + x) * c..][..c];
+            let (a0, a1, a2, a3, a4, a5) = (src(0), src(1), src(2), src(3), src(4), src(5));
+            let (t0, rest) = taps.split_at_mut(3 * c);
+            let (t1, t2) = rest.split_at_mut(3 * c);
+            let (t0, t1, t2) = (&mut t0[x * c..][..c], &mut t1[x * c..][..c], &mut t2[x * c..][..c]);
+            for ci in 0..c {
+                let v = gt_col([a0[ci], a1[ci], a2[ci], a3[ci], a4[ci], a5[ci]]);
+                t0[ci] = v[0];
+                t1[ci] = v[1];
+                t2[ci] = v[2];
+            }
+        }
+        for (ci, f) in row.chunks_exact_mut(9).enumerate() {
+            for (t, v) in f.iter_mut().enumerate() {
+                *v = taps[t * c + ci];
+            }
+        }
+    }
+}
+
+/// The 36 GEMMs `M_ξ = U_ξ · V_ξ` over the first `used` columns, one rayon
+/// task per ξ (so that each task's `V_ξ`, one column block at a time,
+/// stays in cache across all row blocks). `m` is `[row][ξ][col]`,
+/// `row_blocks·MR` rows of `XI·cols`.
+#[allow(clippy::too_many_arguments)]
+fn gemms(
+    level: CpuLevel,
+    depth: usize,
+    row_blocks: usize,
+    u: &[f32],
+    v: &[f32],
+    cols: usize,
+    used: usize,
+    m: &mut [f32],
+) {
+    let panel = depth * MR;
+    let ld = XI * cols;
+    let len = row_blocks * MR * ld;
+    assert!(m.len() >= len);
+    let out = Shared(m.as_mut_ptr());
+    (0..XI).into_par_iter().for_each(|xi| {
+        for jb in 0..used / NB {
+            let b = &v[(jb * depth * XI + xi) * NB..];
+            for ib in 0..row_blocks {
+                let a = &u[(ib * XI + xi) * panel..][..panel];
+                let at = ib * MR * ld + xi * cols + jb * NB;
+                assert!(at + (MR - 1) * ld + NB <= len);
+                // SAFETY: `block` writes `NB` floats in each of `MR` rows
+                // `ld` apart from `at`: inside `m` (checked), and in the
+                // columns of ξ, which only this task writes (no two tasks'
+                // writes overlap, and no reference to `m` is alive).
+                unsafe { block(level, depth, a, b, out.ptr().add(at), ld) };
+            }
+        }
+    });
+}
+
+/// One micro-kernel block: `out[r][j] = Σ_k a[k][r] · b[k][j]` for
+/// `r < MR`, `j < NB`, rows of `out` `ld` apart. `a` is `depth × MR`
+/// row-major; `b`'s rows are `XI·NB` apart (a [`transform_inputs`] panel).
+///
+/// # Safety
+/// `out` is valid for writes of `NB` floats at each of `out + r·ld`,
+/// `r < MR`, which nothing else reads or writes meanwhile.
+unsafe fn block(level: CpuLevel, depth: usize, a: &[f32], b: &[f32], out: *mut f32, ld: usize) {
+    const LDB: usize = XI * NB;
+    assert!(depth > 0 && a.len() >= depth * MR && b.len() >= (depth - 1) * LDB + NB);
+    #[cfg(target_arch = "x86_64")]
+    match level {
+        // SAFETY: the dispatched level is one the CPU runs; `a` and `b`
+        // were checked to hold what the kernels read, `out` is the
+        // caller's contract.
+        CpuLevel::V4 => {
+            return unsafe { x86::block_v4(depth, a.as_ptr(), b.as_ptr(), LDB, out, ld) };
+        }
+        // SAFETY: as above.
+        CpuLevel::V3 => {
+            return unsafe { x86::block_v3(depth, a.as_ptr(), b.as_ptr(), LDB, out, ld) };
+        }
+        CpuLevel::Baseline => {}
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = level;
+    // SAFETY: the caller's contract.
+    unsafe { block_portable(depth, a, b, LDB, out, ld) };
+}
+
+/// [`block`] in portable Rust: 16-column strips, products rounded before
+/// they are added.
+///
+/// # Safety
+/// As [`block`].
+unsafe fn block_portable(depth: usize, a: &[f32], b: &[f32], ldb: usize, out: *mut f32, ld: usize) {
+    const S: usize = 16;
+    for strip in 0..NB / S {
+        let mut acc = [[0f32; S]; MR];
+        for k in 0..depth {
+            let av = &a[k * MR..(k + 1) * MR];
+            let bv = &b[k * ldb + strip * S..][..S];
+            for (row, &ar) in acc.iter_mut().zip(av) {
+                for (c, &bj) in row.iter_mut().zip(bv) {
+                    *c += ar * bj;
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            // SAFETY: row `r`, columns `strip·S..+S < NB`: the caller's
+            // contract.
+            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.add(r * ld + strip * S), S) };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{DR, MR, NB, Rows};
+
+    /// [`super::block`] on AVX-512: 6 rows × 4 vectors of 16 columns in 24
+    /// registers, one fused multiply-add per product, channels in order.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `a` holds `depth·MR` floats, `b`
+    /// `(depth − 1)·ldb + NB`, `out` `(MR − 1)·ld + NB`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn block_v4(
+        depth: usize,
+        a: *const f32,
+        b: *const f32,
+        ldb: usize,
+        out: *mut f32,
+        ld: usize,
+    ) {
+        const V: usize = NB / 16;
+        let mut acc = [[_mm512_setzero_ps(); V]; MR];
+        for k in 0..depth {
+            // SAFETY: `k < depth`, within the caller's bounds.
+            unsafe {
+                let bk = b.add(k * ldb);
+                let bv: [__m512; V] = std::array::from_fn(|j| _mm512_loadu_ps(bk.add(16 * j)));
+                let ak = a.add(k * MR);
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let ar = _mm512_set1_ps(*ak.add(r));
+                    for (c, bj) in row.iter_mut().zip(&bv) {
+                        *c = _mm512_fmadd_ps(ar, *bj, *c);
+                    }
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (j, c) in row.iter().enumerate() {
+                // SAFETY: within the caller's bounds.
+                unsafe { _mm512_storeu_ps(out.add(r * ld + 16 * j), *c) };
+            }
+        }
+    }
+
+    /// [`super::dot_block`] on AVX-512: 16 registers of 16 lanes, one
+    /// fused multiply-add per product; the lanes added by
+    /// `_mm512_reduce_add_ps`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; every block of every row lies inside its
+    /// slice.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dot_v4(a: &Rows<'_>, b: &Rows<'_>) -> [[f32; DR]; DR] {
+        let mut acc = [[_mm512_setzero_ps(); DR]; DR];
+        let (pa, pb) = (a.data.as_ptr(), b.data.as_ptr());
+        for k in 0..a.blocks {
+            let ra: [*const f32; DR] =
+                std::array::from_fn(|r| pa.wrapping_add(a.first[r] + k * a.stride));
+            let rb: [*const f32; DR] =
+                std::array::from_fn(|j| pb.wrapping_add(b.first[j] + k * b.stride));
+            for s in 0..NB / 16 {
+                // SAFETY: block `k` of each row is inside its slice (the
+                // caller's contract) and `16·s + 16 ≤ NB`.
+                unsafe {
+                    let av: [__m512; DR] =
+                        std::array::from_fn(|r| _mm512_loadu_ps(ra[r].add(16 * s)));
+                    let bv: [__m512; DR] =
+                        std::array::from_fn(|j| _mm512_loadu_ps(rb[j].add(16 * s)));
+                    for (row, ar) in acc.iter_mut().zip(&av) {
+                        for (c, bj) in row.iter_mut().zip(&bv) {
+                            *c = _mm512_fmadd_ps(*ar, *bj, *c);
+                        }
+                    }
+                }
+            }
+        }
+        std::array::from_fn(|r| std::array::from_fn(|j| _mm512_reduce_add_ps(acc[r][j])))
+    }
+
+    /// [`super::block`] on AVX2 + FMA: 16-column strips of 6 rows × 2
+    /// vectors of 8 in 12 registers, one fused multiply-add per product,
+    /// channels in order (the same bits as [`block_v4`]).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; bounds as [`block_v4`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn block_v3(
+        depth: usize,
+        a: *const f32,
+        b: *const f32,
+        ldb: usize,
+        out: *mut f32,
+        ld: usize,
+    ) {
+        for strip in 0..NB / 16 {
+            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+            for k in 0..depth {
+                // SAFETY: `k < depth`, within the caller's bounds.
+                unsafe {
+                    let bk = b.add(k * ldb + 16 * strip);
+                    let bv = [_mm256_loadu_ps(bk), _mm256_loadu_ps(bk.add(8))];
+                    let ak = a.add(k * MR);
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        let ar = _mm256_set1_ps(*ak.add(r));
+                        for (c, bj) in row.iter_mut().zip(&bv) {
+                            *c = _mm256_fmadd_ps(ar, *bj, *c);
+                        }
+                    }
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                for (j, c) in row.iter().enumerate() {
+                    // SAFETY: within the caller's bounds.
+                    unsafe { _mm256_storeu_ps(out.add(r * ld + 16 * strip + 8 * j), *c) };
+                }
+            }
+        }
+    }
+}
+
+/// `Aᵀ m A` of every tile into `count` images of `y` (`o` planes of `h×w`
+/// each), reading `m` (`[row][ξ][col]`, `cols` columns), one rayon task
+/// per output channel.
+fn transform_outputs(
+    o: usize,
+    h: usize,
+    w: usize,
+    m: &[f32],
+    cols: usize,
+    count: usize,
+    y: &mut [f32],
+) {
+    let plane = h * w;
+    let used = count * (h / M) * (w / M);
+    assert!(y.len() >= count * o * plane && m.len() >= o * XI * cols);
+    let out = Shared(y.as_mut_ptr());
+    (0..o).into_par_iter().for_each_init(
+        || vec![0f32; (ALPHA * M + M * M) * used],
+        |buf, ch| {
+            let planes: Vec<&mut [f32]> = (0..count)
+                .map(|i| {
+                    // SAFETY: plane `ch` of image `i`, inside `y` (checked
+                    // above) and written by this task only.
+                    unsafe {
+                        std::slice::from_raw_parts_mut(out.ptr().add((i * o + ch) * plane), plane)
+                    }
+                })
+                .collect();
+            output_tiles(
+                h,
+                w,
+                &m[ch * XI * cols..][..XI * cols],
+                cols,
+                used,
+                buf,
+                planes,
+            );
+        },
+    );
+}
+
+simd_fn! {
+    /// One output channel of a chunk: `mc` holds its `[ξ][col]` products
+    /// (`cols` apart), `used` of them tiles; `planes` are its planes in the
+    /// chunk's images. Both passes of `Aᵀ · Aᵀ` run down the columns
+    /// (vectorised across tiles); the 16 pixels of each tile are then
+    /// copied into place. `buf` holds `(6·4 + 4·4)·used` floats.
+    fn output_tiles(
+        h: usize,
+        w: usize,
+        mc: &[f32],
+        cols: usize,
+        used: usize,
+        buf: &mut [f32],
+        planes: Vec<&mut [f32]>,
+    ) {
+        let (rowt, px) = buf.split_at_mut(ALPHA * M * used);
+        // Along each transformed row: rowt[r'][j][t] = Σ_c' Aᵀ[j][c'] m[r'·6 + c'][t].
+        for rr in 0..ALPHA {
+            let src = |cc: usize| &mc[(rr * ALPHA + cc) * cols..][..used];
+            let (m0, m1, m2, m3, m4, m5) = (src(0), src(1), src(2), src(3), src(4), src(5));
+            let dst = &mut rowt[rr * M * used..(rr + 1) * M * used];
+            let (t0, rest) = dst.split_at_mut(used);
+            let (t1, rest) = rest.split_at_mut(used);
+            let (t2, t3) = rest.split_at_mut(used);
+            for t in 0..used {
+                let v = at([m0[t], m1[t], m2[t], m3[t], m4[t], m5[t]]);
+                t0[t] = v[0];
+                t1[t] = v[1];
+                t2[t] = v[2];
+                t3[t] = v[3];
+            }
+        }
+        // Down the columns: px[i][j][t] = Σ_r' Aᵀ[i][r'] rowt[r'][j][t].
+        for j in 0..M {
+            let src = |rr: usize| &rowt[(rr * M + j) * used..][..used];
+            let (a0, a1, a2, a3, a4, a5) = (src(0), src(1), src(2), src(3), src(4), src(5));
+            let (p0, rest) = px.split_at_mut(M * used);
+            let (p1, rest) = rest.split_at_mut(M * used);
+            let (p2, p3) = rest.split_at_mut(M * used);
+            let (p0, p1) = (&mut p0[j * used..][..used], &mut p1[j * used..][..used]);
+            let (p2, p3) = (&mut p2[j * used..][..used], &mut p3[j * used..][..used]);
+            for t in 0..used {
+                let v = at([a0[t], a1[t], a2[t], a3[t], a4[t], a5[t]]);
+                p0[t] = v[0];
+                p1[t] = v[1];
+                p2[t] = v[2];
+                p3[t] = v[3];
+            }
+        }
+        // Each tile's 4×4 pixels into its plane.
+        let (th, tw) = (h / M, w / M);
+        for (i, plane) in planes.into_iter().enumerate() {
+            for ty in 0..th {
+                let first = (i * th + ty) * tw;
+                for r in 0..M {
+                    let row = &mut plane[(M * ty + r) * w..][..w];
+                    let src = |j: usize| &px[(r * M + j) * used + first..][..tw];
+                    let (c0, c1, c2, c3) = (src(0), src(1), src(2), src(3));
+                    for (tx, out) in row.chunks_exact_mut(M).enumerate() {
+                        out[0] = c0[tx];
+                        out[1] = c1[tx];
+                        out[2] = c2[tx];
+                        out[3] = c3[tx];
+                    }
+                }
+            }
+        }
+    }
+}
