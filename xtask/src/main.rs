@@ -4,6 +4,8 @@
 //! Few dependencies, no candle: `cargo xtask --help` compiles in seconds.
 //! `sweep` builds `muq` in release and hands over to `muq sweep`.
 
+#![deny(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 

@@ -1,4 +1,4 @@
-//! `muq bench`: how fast one training step, one eval batch and one
+//! The benchmark of `muq bench`: how fast one training step, one eval batch and one
 //! forget-set gradient run on this machine, and how much memory they take.
 //!
 //! After `--warmup` untimed steps it times `--steps` training steps (forward
@@ -15,23 +15,24 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::bail;
-use candle_core::{D, DType, Tensor};
 use clap::builder::TypedValueParser as _;
 use muq_data::{Dataset, Normalization, rng, synthetic};
 use muq_resnet::bench::{OpTiming, median, op_timings};
 use muq_resnet::kernels::profile;
 use muq_resnet::{
-    BnMode, BnPolicy, GradSumOptions, Gradients, Kernels, Reduction, ResNet, ResNetConfig, Sgd,
-    SgdConfig, cross_entropy_sum, grad_sum,
+    BnMode, BnPolicy, GradSumOptions, Kernels, Reduction, ResNet, ResNetConfig, SgdConfig,
+    TrainStep, grad_sum,
 };
 use serde::Serialize;
 
 /// Steps in one epoch of the full CIFAR-10 training set (50,000 / 128).
 pub const EPOCH_STEPS: usize = 391;
 
-/// Arguments of `muq bench`.
+/// What `muq bench` measures: model, batch, steps, device and kernels, as
+/// its command-line arguments (the `muq bench` command flattens this
+/// struct).
 #[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {
+pub struct BenchConfig {
     /// Model width (64 = full-size ResNet-18).
     #[arg(long, default_value_t = 64)]
     pub width: usize,
@@ -59,11 +60,9 @@ pub struct BenchArgs {
     /// Also time single ops (convolutions, BatchNorm) at each stage's shape.
     #[arg(long)]
     pub ops: bool,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
     /// Seed of the model and the synthetic images.
-    #[arg(long, default_value_t = 0)]
+    // Listed after the command's own `--json` in `muq bench --help`.
+    #[arg(long, default_value_t = 0, display_order = 100)]
     pub seed: u64,
 }
 
@@ -134,22 +133,8 @@ pub fn process_cpu_ms() -> Option<f64> {
     Some(ticks * 10.0)
 }
 
-/// Runs the benchmark and prints the report (a table, or JSON with `--json`).
-pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    if args.kernels.is_muq() {
-        // Before any thread starts; the kernels would do it on first use.
-        muq_resnet::kernels::tune_allocator();
-    }
-    let report = measure(args)?;
-    if args.json {
-        crate::stdout::println(&serde_json::to_string(&report)?)
-    } else {
-        crate::stdout::print(&format_table(&report))
-    }
-}
-
 /// Runs the benchmark.
-pub fn measure(args: &BenchArgs) -> anyhow::Result<BenchReport> {
+pub fn measure(args: &BenchConfig) -> anyhow::Result<BenchReport> {
     muq_resnet::kernels::CpuLevel::try_from_env()?;
     let device = crate::device::open(&args.device)?;
     let config = ResNetConfig {
@@ -164,11 +149,8 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let all: Vec<usize> = (0..data.len()).collect();
     let steps = args.steps as usize;
 
-    // Training steps, as `muq_resnet::train` takes them.
-    let mut opt = Sgd::new(SgdConfig::default())?;
-    opt.set_kernels(args.kernels);
-    let vars: Vec<_> = model.trainable().map(|p| p.var.clone()).collect();
-    let var_refs: Vec<_> = vars.iter().collect();
+    // Training steps, exactly as `muq_resnet::train` takes them.
+    let mut step_fn = TrainStep::new(&model, SgdConfig::default())?;
     let (mut fwd, mut bwd, mut upd, mut total) = (vec![], vec![], vec![], vec![]);
     let mut cpu = vec![];
     for step in 0..args.warmup + steps {
@@ -179,24 +161,18 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         let (x, y) = data.batch(&all[start..start + args.batch], &device)?;
         let c0 = process_cpu_ms();
         let t0 = Instant::now();
-        let logits = model.forward(&x, BnMode::Train, None)?;
-        let loss = (cross_entropy_sum(&logits, &y)? / args.batch as f64)?;
+        let forward = step_fn.forward(&model, &x, &y, None)?;
         device.synchronize()?;
         let t1 = Instant::now();
-        let store = loss.backward()?;
-        let grads = Gradients::from_store(&model, &store)?;
-        drop(store);
-        let hits = logits
-            .argmax(D::Minus1)?
-            .eq(&y)?
-            .to_dtype(DType::F32)?
-            .sum_all()?;
-        let scalars = Tensor::stack(&[loss.detach(), hits], 0)?.to_vec1::<f32>()?;
-        if !scalars[0].is_finite() {
-            bail!("the loss is {} at bench step {step}", scalars[0]);
+        let out = step_fn.backward(&model, forward, &y)?;
+        if !out.loss_sum.is_finite() {
+            bail!(
+                "the loss is {} at bench step {step}",
+                out.loss_sum / args.batch as f32
+            );
         }
         let t2 = Instant::now();
-        opt.step(&var_refs, grads.tensors())?;
+        step_fn.update(&out.grads)?;
         device.synchronize()?;
         let t3 = Instant::now();
         if step >= args.warmup {
@@ -270,60 +246,4 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         epoch_min: train_step_ms * EPOCH_STEPS as f64 / 60_000.0,
         ops,
     })
-}
-
-fn format_table(r: &BenchReport) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "muq bench: width {}, batch {}, {} kernels on {} ({} threads), median of {} steps",
-        r.width, r.batch, r.kernels, r.device, r.threads, r.steps
-    );
-    let row = |out: &mut String, name: &str, ms: f64| {
-        let _ = writeln!(out, "  {name:<22} {ms:>10.1} ms");
-    };
-    row(&mut out, "train step", r.train_step_ms);
-    if let Some(c) = r.train_step_cpu_ms {
-        row(&mut out, "  (CPU time)", c);
-    }
-    row(&mut out, "  forward + loss", r.forward_ms);
-    row(&mut out, "  backward", r.backward_ms);
-    row(&mut out, "  optimiser", r.optimizer_ms);
-    let k = &r.kernel_ms;
-    if k.total_ms() > 0.0 {
-        let _ = writeln!(
-            out,
-            "    in muq kernels: conv fwd {:.0}, conv dx {:.0}, conv dw {:.0}, bn fwd {:.0}, \
-             bn bwd {:.0}; other {:.0} ms",
-            k.conv_fwd_ms,
-            k.conv_dx_ms,
-            k.conv_dw_ms,
-            k.bn_fwd_ms,
-            k.bn_bwd_ms,
-            r.train_step_ms - k.total_ms()
-        );
-    }
-    row(&mut out, "eval batch", r.eval_batch_ms);
-    if let Some(ms) = r.grad_sum_ms {
-        row(
-            &mut out,
-            &format!("grad_sum ({} images)", r.grad_images),
-            ms,
-        );
-    }
-    let _ = match r.peak_rss_mib {
-        Some(m) => writeln!(out, "  {:<22} {m:>10.0} MiB", "peak RSS"),
-        None => writeln!(out, "  {:<22} {:>10}", "peak RSS", "n/a"),
-    };
-    let _ = writeln!(
-        out,
-        "  {:<22} {:>10.1} min",
-        format!("epoch ({EPOCH_STEPS} steps)"),
-        r.epoch_min
-    );
-    for op in &r.ops {
-        let _ = writeln!(out, "  {:<12} {:<24} {:>10.2} ms", op.op, op.shape, op.ms);
-    }
-    out
 }

@@ -101,7 +101,7 @@ pub struct McDropout {
 }
 
 /// A deep ensemble's evaluation: the mean softmax of `members` models that
-/// differ only in their seed (see [`crate::run`]'s ensemble members).
+/// differ only in their seed (see [`crate::pipeline::Ensemble`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Ensemble {
     /// The seeds of the members' base models, the run's own first.

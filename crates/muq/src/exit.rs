@@ -8,7 +8,7 @@
 
 use crate::config::ConfigError;
 use crate::logits_io::is_input_error;
-use crate::run::FolderError;
+use crate::pipeline::FolderError;
 
 /// Success.
 pub const SUCCESS: u8 = 0;

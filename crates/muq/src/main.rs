@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use muq::metrics::MetricsArgs;
+use muq::commands::{bench, metrics, report, run, sweep};
 
 /// Measure how machine unlearning changes a classifier's calibration.
 #[derive(Debug, Parser)]
@@ -18,27 +18,27 @@ struct Cli {
 enum Command {
     /// Calibration metrics (ECE, MCE, Brier, NLL, …) of saved logits, before
     /// and after temperature scaling; prints one JSON object.
-    Metrics(MetricsArgs),
+    Metrics(metrics::MetricsArgs),
     /// One run: train (or load) the base model, unlearn, evaluate every
     /// state, write result.json.
-    Run(muq::cli::RunArgs),
+    Run(run::RunArgs),
     /// A whole study: a grid of runs (resumable, shardable, Slurm-ready),
     /// then its report.
-    Sweep(muq::sweep::SweepArgs),
+    Sweep(sweep::SweepArgs),
     /// Time a training step, an eval batch and a gradient sum, and the peak
     /// memory (`--json` for one JSON object).
-    Bench(muq::bench::BenchArgs),
+    Bench(bench::BenchArgs),
     /// Summarise a results directory: the original's table, the extended
     /// view and figures (summary.md, summary.csv, summary.json, figures/).
-    Report(muq::report::ReportArgs),
+    Report(report::ReportArgs),
 }
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Metrics(args) => muq::metrics::run(&args),
-        Command::Run(args) => muq::cli::run(&args),
+        Command::Metrics(args) => metrics::run(&args),
+        Command::Run(args) => run::run(&args),
         Command::Sweep(args) => {
-            if muq::sweep::command(&args)? {
+            if sweep::run(&args)? {
                 Ok(())
             } else {
                 anyhow::bail!(
@@ -46,8 +46,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 )
             }
         }
-        Command::Bench(args) => muq::bench::run(&args),
-        Command::Report(args) => muq::report::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::Report(args) => report::run(&args),
     }
 }
 

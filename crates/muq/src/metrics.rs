@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use muq_calibrate::{
-    CalibError, L2CeConfig, Logits, Method, Predictions, RecalibrationConfig, Summary,
+    CalibError, L2CeConfig, Logits, Method, MetricSet, Predictions, RecalibrationConfig, Summary,
     TemperatureFit, fit_temperature, l2_calibration_error, smooth_ece, summarize,
 };
 use serde::Serialize;
@@ -15,49 +15,6 @@ use serde::Serialize;
 use crate::evaluate::{FitDiagnostics, ProbMetrics, fit_with_diagnostics};
 use crate::exit::InvalidInput;
 use crate::logits_io::{InputError, LabelledLogits, Location, read_labelled};
-
-/// Arguments of `muq metrics`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct MetricsArgs {
-    /// Logits of the evaluated set: CSV (one row per sample, one column per
-    /// class, no header) or .npy (2-D float32/float64).
-    #[arg(long, value_name = "FILE")]
-    pub logits: PathBuf,
-    /// Labels of the evaluated set: one integer per line, or .npy (1-D integer).
-    #[arg(long, value_name = "FILE")]
-    pub labels: PathBuf,
-    /// Logits of a separate calibration set to fit the temperature on
-    /// (default: fit on the evaluated set itself).
-    #[arg(long, value_name = "FILE", requires = "cal_labels")]
-    pub cal_logits: Option<PathBuf>,
-    /// Labels of the calibration set.
-    #[arg(long, value_name = "FILE", requires = "cal_logits")]
-    pub cal_labels: Option<PathBuf>,
-    /// Number of bins of the binned calibration errors (1 to 10,000).
-    #[arg(long, default_value_t = crate::config::DEFAULT_BINS as u32,
-          value_parser = clap::value_parser!(u32).range(1..=crate::config::MAX_BINS as i64))]
-    pub bins: u32,
-    /// Recalibrators to fit on the calibration set (or the evaluated set
-    /// itself) and measure on the evaluated set, comma-separated: ts, vs,
-    /// ms, dirichlet, hist, iso, platt, sb. Each adds a block to the
-    /// `recalibrated` object.
-    #[arg(long, value_name = "METHODS", value_delimiter = ',', value_parser = parse_method)]
-    pub recalibrate: Vec<Method>,
-    /// Bootstrap resamples for 95 % intervals of each `--recalibrate`
-    /// block's ECE, smooth ECE and Brier and of their paired differences to
-    /// temperature scaling (0 = none; 1000 is usual).
-    #[arg(long, value_name = "N", default_value_t = 0, requires = "recalibrate",
-          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
-    pub bootstrap: u32,
-    /// Seed of the bootstrap's resampling.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-}
-
-/// One `--recalibrate` name, spaces around it allowed.
-fn parse_method(name: &str) -> Result<Method, CalibError> {
-    name.trim().parse()
-}
 
 /// Which set the temperature was fitted on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -79,22 +36,11 @@ pub struct MetricsReport {
     pub num_classes: usize,
     /// Bins of the binned metrics.
     pub bins: usize,
-    /// Accuracy (unchanged by temperature scaling).
-    pub accuracy: f64,
-    /// Notebook ECE (equal-width bins).
-    pub ece: f64,
-    /// Maximum calibration error.
-    pub mce: f64,
-    /// Equal-mass ECE.
-    pub adaptive_ece: f64,
-    /// Classwise ECE.
-    pub classwise_ece: f64,
-    /// Multi-class Brier score, in [0, 2].
-    pub brier: f64,
-    /// Mean cross-entropy (nats).
-    pub nll: f64,
-    /// Samples with top-label confidence exactly 1.0 (in no ECE bin).
-    pub saturated: usize,
+    /// Accuracy (unchanged by temperature scaling), ECE, MCE, adaptive and
+    /// classwise ECE, Brier, NLL and saturated samples before scaling
+    /// (flattened into the record).
+    #[serde(flatten)]
+    pub uncalibrated: MetricSet,
     /// Smooth ECE of the top-label confidence (relplot's bandwidth rule).
     pub smooth_ece: f64,
     /// Debiased L2 calibration error (Kumar et al.; marginal, 15
@@ -178,19 +124,12 @@ impl MetricsReport {
         fit_n: usize,
         unbinned: [(f64, f64); 2],
     ) -> Self {
-        let (before, after) = (&summary.uncalibrated, &summary.scaled);
+        let after = &summary.scaled;
         MetricsReport {
             n: summary.n,
             num_classes: summary.num_classes,
             bins: summary.bins,
-            accuracy: before.accuracy,
-            ece: before.ece,
-            mce: before.mce,
-            adaptive_ece: before.adaptive_ece,
-            classwise_ece: before.classwise_ece,
-            brier: before.brier,
-            nll: before.nll,
-            saturated: before.saturated,
+            uncalibrated: summary.uncalibrated,
             smooth_ece: unbinned[0].0,
             debiased_l2_ce: unbinned[0].1,
             temperature: fit.temperature,
@@ -223,12 +162,56 @@ fn view(set: &LabelledLogits) -> anyhow::Result<Logits<'_>> {
     Logits::new(&set.logits.values, set.logits.num_classes).context("invalid logits")
 }
 
+/// What `muq metrics` measures: the files and settings, as its command-line
+/// arguments (the `muq metrics` command flattens this struct).
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub struct MetricsRequest {
+    /// Logits of the evaluated set: CSV (one row per sample, one column per
+    /// class, no header) or .npy (2-D float32/float64).
+    #[arg(long, value_name = "FILE")]
+    pub logits: PathBuf,
+    /// Labels of the evaluated set: one integer per line, or .npy (1-D integer).
+    #[arg(long, value_name = "FILE")]
+    pub labels: PathBuf,
+    /// Logits of a separate calibration set to fit the temperature on
+    /// (default: fit on the evaluated set itself).
+    #[arg(long, value_name = "FILE", requires = "cal_labels")]
+    pub cal_logits: Option<PathBuf>,
+    /// Labels of the calibration set.
+    #[arg(long, value_name = "FILE", requires = "cal_logits")]
+    pub cal_labels: Option<PathBuf>,
+    /// Number of bins of the binned calibration errors (1 to 10,000).
+    #[arg(long, default_value_t = crate::config::DEFAULT_BINS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=crate::config::MAX_BINS as i64))]
+    pub bins: u32,
+    /// Recalibrators to fit on the calibration set (or the evaluated set
+    /// itself) and measure on the evaluated set, comma-separated: ts, vs,
+    /// ms, dirichlet, hist, iso, platt, sb. Each adds a block to the
+    /// `recalibrated` object.
+    #[arg(long, value_name = "METHODS", value_delimiter = ',', value_parser = parse_method)]
+    pub recalibrate: Vec<Method>,
+    /// Bootstrap resamples for 95 % intervals of each `--recalibrate`
+    /// block's ECE, smooth ECE and Brier and of their paired differences to
+    /// temperature scaling (0 = none; 1000 is usual).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "recalibrate",
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub bootstrap: u32,
+    /// Seed of the bootstrap's resampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// One `--recalibrate` name, spaces around it allowed.
+fn parse_method(name: &str) -> Result<Method, CalibError> {
+    name.trim().parse()
+}
+
 /// Computes the report for `args`, writing notes and warnings to stderr.
 ///
 /// # Errors
 /// Unreadable files; invalid contents as an
 /// [`InputError`] (the binary exits with 2).
-pub fn compute(args: &MetricsArgs) -> anyhow::Result<MetricsReport> {
+pub fn compute(args: &MetricsRequest) -> anyhow::Result<MetricsReport> {
     let mut methods = args.recalibrate.clone();
     methods.sort();
     if let Some(w) = methods.windows(2).find(|w| w[0] == w[1]) {
@@ -339,14 +322,4 @@ pub fn compute(args: &MetricsArgs) -> anyhow::Result<MetricsReport> {
         );
     }
     Ok(report)
-}
-
-/// Runs `muq metrics`: prints the [`MetricsReport`] as one pretty-printed
-/// JSON object on stdout.
-///
-/// # Errors
-/// As [`compute`].
-pub fn run(args: &MetricsArgs) -> anyhow::Result<()> {
-    let report = compute(args)?;
-    crate::stdout::println(&serde_json::to_string_pretty(&report)?)
 }

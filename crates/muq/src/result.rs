@@ -13,6 +13,9 @@ use crate::evaluate::StateMetrics;
 /// Version of the `result.json` layout.
 pub const SCHEMA: u32 = 1;
 
+/// The name of the state before unlearning: the base model itself.
+pub const ORIGINAL_STATE: &str = "original";
+
 /// What data a run used, with checksums.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DataInfo {

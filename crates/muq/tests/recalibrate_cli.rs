@@ -230,9 +230,15 @@ fn an_empty_list_keeps_configs_and_result_files_as_before() {
     let json = serde_json::to_string(&default).unwrap();
     assert!(!json.contains("recalibrators"), "{json}");
     let explicit = RunConfig::from_toml("[eval]\nrecalibrators = []\n").unwrap();
-    assert_eq!(muq::run::run_id(&explicit), muq::run::run_id(&default));
+    assert_eq!(
+        muq::pipeline::run_id(&explicit),
+        muq::pipeline::run_id(&default)
+    );
     let with = RunConfig::from_toml("[eval]\nrecalibrators = [\"ts\"]\n").unwrap();
-    assert_ne!(muq::run::run_id(&with), muq::run::run_id(&default));
+    assert_ne!(
+        muq::pipeline::run_id(&with),
+        muq::pipeline::run_id(&default)
+    );
 
     // Result files written before the field existed still read, without a
     // recalibration block, and write none back; their configs still hash
@@ -244,7 +250,12 @@ fn an_empty_list_keeps_configs_and_result_files_as_before() {
     assert!(!files.is_empty(), "no result.json under {}", root.display());
     for file in &files {
         let r = muq::result::read_result(file).unwrap();
-        assert_eq!(muq::run::run_id(&r.config), r.run_id, "{}", file.display());
+        assert_eq!(
+            muq::pipeline::run_id(&r.config),
+            r.run_id,
+            "{}",
+            file.display()
+        );
         if !r.config.eval.recalibrators.is_empty() {
             // Written with recalibrators (docs/results/recalibration).
             continue;
@@ -254,7 +265,12 @@ fn an_empty_list_keeps_configs_and_result_files_as_before() {
             "{}",
             file.display()
         );
-        assert_eq!(muq::run::run_id(&r.config), r.run_id, "{}", file.display());
+        assert_eq!(
+            muq::pipeline::run_id(&r.config),
+            r.run_id,
+            "{}",
+            file.display()
+        );
         let again = serde_json::to_string(&r).unwrap();
         assert!(!again.contains("recalibration"), "{}", file.display());
         assert!(!muq::summary::format_run(&r).contains("recalibrator"));

@@ -11,6 +11,12 @@ use crate::{ResNet, Result};
 #[derive(Clone, Debug)]
 pub struct Gradients(Vec<Tensor>);
 
+/// A vector in parameter space — one tensor per trainable parameter, in
+/// [`ResNet::trainable`] order: the parameters' values
+/// ([`ResNet::trainable_values`]), a direction, a tangent, an update. It has
+/// the layout and arithmetic of [`Gradients`], whose type it is.
+pub type ParamVector = Gradients;
+
 impl Gradients {
     /// Reads the gradients of `model`'s trainable parameters out of a
     /// backward pass; a parameter the loss did not reach gets zeros.
@@ -102,9 +108,9 @@ impl ResNet {
         Ok(())
     }
 
-    /// A detached copy of the trainable parameters, as a [`Gradients`]-shaped
-    /// vector (handy for parameter-space arithmetic).
-    pub fn trainable_values(&self) -> Result<Gradients> {
+    /// A detached copy of the trainable parameters, as a [`ParamVector`]
+    /// (handy for parameter-space arithmetic).
+    pub fn trainable_values(&self) -> Result<ParamVector> {
         Ok(Gradients(
             self.trainable()
                 .map(|p| Ok(p.var.as_detached_tensor().copy()?))

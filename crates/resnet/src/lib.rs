@@ -37,18 +37,23 @@
 pub mod bench;
 pub mod checkpoint;
 mod error;
+mod grad_sum;
 mod grads;
 mod infer;
 pub mod init;
+pub mod jvp;
 pub mod kernels;
 mod model;
 mod sgd;
 mod train;
 
 pub use error::{ResnetError, Result};
-pub use grads::Gradients;
-pub use infer::{BnPolicy, GradSum, GradSumOptions, Logits, Passes, Reduction, grad_sum, logits};
+pub use grad_sum::{BnPolicy, GradSum, GradSumOptions, Reduction, grad_sum};
+pub use grads::{Gradients, ParamVector};
+pub use infer::{Logits, Passes, logits};
 pub use kernels::Kernels;
-pub use model::{BnMode, Param, ParamKind, ResNet, ResNetConfig, cross_entropy_sum};
+pub use model::{BN_EPS, BnMode, Param, ParamKind, ResNet, ResNetConfig, cross_entropy_sum};
 pub use sgd::{Sgd, SgdConfig};
-pub use train::{EpochStats, Progress, TrainConfig, TrainReport, train};
+pub use train::{
+    EpochStats, Progress, StepBackward, StepForward, TrainConfig, TrainReport, TrainStep, train,
+};

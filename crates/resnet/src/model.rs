@@ -193,7 +193,7 @@ impl Builder<'_> {
             bias: bias.as_tensor().clone(),
             running_mean,
             running_var,
-            eps: 1e-5,
+            eps: BN_EPS,
             momentum: 0.1,
         })
     }
@@ -231,6 +231,11 @@ pub(crate) enum After<'a> {
     AddRelu(&'a Tensor),
 }
 
+/// BatchNorm's ε, added to the variance before the square root (PyTorch's
+/// default): every BatchNorm of the model and its forward-mode pass
+/// ([`crate::jvp`]) use it.
+pub const BN_EPS: f64 = 1e-5;
+
 /// BatchNorm over the channels of an `N×C×H×W` tensor, PyTorch semantics.
 #[derive(Clone, Debug)]
 pub(crate) struct BatchNorm2d {
@@ -261,7 +266,7 @@ impl BatchNorm2d {
             bias: bias?.as_tensor().clone(),
             running_mean: mean?,
             running_var: var?,
-            eps: 1e-5,
+            eps: BN_EPS,
             momentum: 0.1,
         })
     }
@@ -335,11 +340,15 @@ impl BatchNorm2d {
         let b = self.bias.reshape(shape)?;
         match mode {
             BnMode::Eval => {
-                let rm = self.running_mean.as_detached_tensor();
-                let rv = self.running_var.as_detached_tensor();
-                let inv_std = (rv + self.eps)?.sqrt()?.recip()?.reshape(shape)?;
-                let scale = w.broadcast_mul(&inv_std)?;
-                let shift = b.broadcast_sub(&rm.reshape(shape)?.broadcast_mul(&scale)?)?;
+                let frozen = FrozenBn::new(
+                    &self.weight,
+                    &self.bias,
+                    &self.running_mean.as_detached_tensor(),
+                    &self.running_var.as_detached_tensor(),
+                    self.eps,
+                )?;
+                let scale = frozen.scale.reshape(shape)?;
+                let shift = frozen.shift.reshape(shape)?;
                 Ok(x.broadcast_mul(&scale)?.broadcast_add(&shift)?)
             }
             BnMode::Train => {
@@ -369,6 +378,40 @@ impl BatchNorm2d {
         self.running_mean.set(&new_mean)?;
         self.running_var.set(&new_var)?;
         Ok(())
+    }
+}
+
+/// BatchNorm with frozen statistics (eval mode) as a per-channel affine
+/// map, `y = x·scale + shift` with `scale = γ·inv_std`,
+/// `shift = β − μ·scale` and `inv_std = 1/√(σ² + ε)` (1-D tensors, one
+/// value per channel): the one definition the eval-mode forward pass and
+/// the forward-mode pass ([`crate::jvp`]) share.
+pub(crate) struct FrozenBn {
+    /// `1/√(σ² + ε)`.
+    pub(crate) inv_std: Tensor,
+    /// `γ·inv_std`.
+    pub(crate) scale: Tensor,
+    /// `β − μ·scale`.
+    pub(crate) shift: Tensor,
+}
+
+impl FrozenBn {
+    /// The map of γ `weight`, β `bias`, running mean μ and variance σ².
+    pub(crate) fn new(
+        weight: &Tensor,
+        bias: &Tensor,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        eps: f64,
+    ) -> Result<Self> {
+        let inv_std = (running_var + eps)?.sqrt()?.recip()?;
+        let scale = (weight * &inv_std)?;
+        let shift = (bias - (running_mean * &scale)?)?;
+        Ok(Self {
+            inv_std,
+            scale,
+            shift,
+        })
     }
 }
 
@@ -658,7 +701,7 @@ mod tests {
             bias: Tensor::new(&[0.5f32][..c], &dev).unwrap(),
             running_mean: var(0.0),
             running_var: var(1.0),
-            eps: 1e-5,
+            eps: BN_EPS,
             momentum: 0.1,
         }
     }

@@ -2,9 +2,10 @@
 
 use std::time::Instant;
 
-use candle_core::{D, DType, Tensor};
+use candle_core::{D, DType, Tensor, Var};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use muq_data::{Dataset, epoch_order, rng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::grads::Gradients;
@@ -116,11 +117,8 @@ pub fn train(
         return Err(ResnetError::EmptyData("the training set"));
     }
     let device = model.device().clone();
-    let mut opt = Sgd::new(config.sgd)?;
-    opt.set_kernels(model.kernels());
+    let mut step_fn = TrainStep::new(model, config.sgd)?;
     let mut dropout_rng = rng::stream(seed, rng::DROPOUT);
-    let vars: Vec<_> = model.trainable().map(|p| p.var.clone()).collect();
-    let var_refs: Vec<_> = vars.iter().collect();
     let steps_per_epoch = indices.len().div_ceil(config.batch_size);
     let started = Instant::now();
     let mut report = TrainReport::default();
@@ -139,19 +137,9 @@ pub fn train(
         for (step, batch) in data.batches(&order, config.batch_size, &device).enumerate() {
             let (x, y) = batch?;
             let n = y.dim(0)?;
-            let logits = model.forward(&x, BnMode::Train, Some(&mut dropout_rng))?;
-            let loss_sum_t = cross_entropy_sum(&logits, &y)?;
-            let loss = (&loss_sum_t / n as f64)?;
-            let store = loss.backward()?;
-            let grads = Gradients::from_store(model, &store)?;
-            // One host transfer per step: the summed loss and the correct count.
-            let hits = logits
-                .argmax(D::Minus1)?
-                .eq(&y)?
-                .to_dtype(DType::F32)?
-                .sum_all()?;
-            let scalars = Tensor::stack(&[loss_sum_t.detach(), hits], 0)?.to_vec1::<f32>()?;
-            let batch_loss = scalars[0] / n as f32;
+            let forward = step_fn.forward(model, &x, &y, Some(&mut dropout_rng))?;
+            let out = step_fn.backward(model, forward, &y)?;
+            let batch_loss = out.loss_sum / n as f32;
             if !batch_loss.is_finite() {
                 bar.finish_and_clear();
                 return Err(ResnetError::NonFiniteLoss {
@@ -160,9 +148,9 @@ pub fn train(
                     loss: batch_loss,
                 });
             }
-            opt.step(&var_refs, grads.tensors())?;
-            loss_sum += scalars[0] as f64;
-            correct += scalars[1] as f64;
+            step_fn.update(&out.grads)?;
+            loss_sum += out.loss_sum as f64;
+            correct += out.correct as f64;
             bar.inc(1);
             bar.set_message(format!("loss {batch_loss:.4}"));
         }
@@ -184,6 +172,107 @@ pub fn train(
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// One optimiser step of [`train`] in its three phases — forward with the
+/// loss, backward with the gradients and the batch's loss and correct count
+/// read out, the SGD update — so that a caller can time each (muq's
+/// `bench` does) while taking exactly the steps `train` takes.
+pub struct TrainStep {
+    opt: Sgd,
+    vars: Vec<Var>,
+}
+
+/// What [`TrainStep::forward`] computed: the logits and the summed and mean
+/// cross-entropy, still on the autograd graph.
+pub struct StepForward {
+    logits: Tensor,
+    loss_sum: Tensor,
+    loss: Tensor,
+}
+
+/// What [`TrainStep::backward`] computed.
+pub struct StepBackward {
+    /// The gradient of the mean loss for every trainable parameter.
+    pub grads: Gradients,
+    /// The batch's summed cross-entropy.
+    pub loss_sum: f32,
+    /// How many of the batch's images were classified correctly.
+    pub correct: f32,
+}
+
+impl TrainStep {
+    /// An SGD optimiser with `sgd`'s settings over `model`'s trainable
+    /// parameters, using the model's kernels.
+    ///
+    /// # Errors
+    /// Invalid `sgd` settings.
+    pub fn new(model: &ResNet, sgd: SgdConfig) -> Result<Self> {
+        let mut opt = Sgd::new(sgd)?;
+        opt.set_kernels(model.kernels());
+        let vars = model.trainable().map(|p| p.var.clone()).collect();
+        Ok(Self { opt, vars })
+    }
+
+    /// The training-mode forward pass (BatchNorm statistics updated,
+    /// dropout from `dropout_rng` when given) and the loss of labels `y`.
+    ///
+    /// # Errors
+    /// Tensor errors.
+    pub fn forward(
+        &self,
+        model: &ResNet,
+        x: &Tensor,
+        y: &Tensor,
+        dropout_rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<StepForward> {
+        let n = y.dim(0)?;
+        let logits = model.forward(x, BnMode::Train, dropout_rng)?;
+        let loss_sum = cross_entropy_sum(&logits, y)?;
+        let loss = (&loss_sum / n as f64)?;
+        Ok(StepForward {
+            logits,
+            loss_sum,
+            loss,
+        })
+    }
+
+    /// Back-propagates the mean loss and reads out the gradients, and the
+    /// batch's summed loss and correct count (one host transfer).
+    ///
+    /// # Errors
+    /// Tensor errors.
+    pub fn backward(
+        &self,
+        model: &ResNet,
+        forward: StepForward,
+        y: &Tensor,
+    ) -> Result<StepBackward> {
+        let store = forward.loss.backward()?;
+        let grads = Gradients::from_store(model, &store)?;
+        drop(store);
+        let hits = forward
+            .logits
+            .argmax(D::Minus1)?
+            .eq(y)?
+            .to_dtype(DType::F32)?
+            .sum_all()?;
+        let scalars = Tensor::stack(&[forward.loss_sum.detach(), hits], 0)?.to_vec1::<f32>()?;
+        Ok(StepBackward {
+            grads,
+            loss_sum: scalars[0],
+            correct: scalars[1],
+        })
+    }
+
+    /// The SGD update with `grads` (from [`TrainStep::backward`]).
+    ///
+    /// # Errors
+    /// Tensor errors.
+    pub fn update(&mut self, grads: &Gradients) -> Result<()> {
+        let vars: Vec<&Var> = self.vars.iter().collect();
+        self.opt.step(&vars, grads.tensors())
+    }
 }
 
 /// A bar that draws only on a terminal (indicatif hides it otherwise).

@@ -33,9 +33,10 @@ use candle_core::{D, Tensor};
 use muq_data::Dataset;
 use muq_resnet::{BnMode, BnPolicy, GradSumOptions, Gradients, Reduction, ResNet, grad_sum};
 
-use crate::jvp::{self, Tangents};
+use crate::jvp;
 use crate::solve::Hvp;
 use crate::{Result, UnlearnError};
+use muq_resnet::jvp::Tangents;
 
 /// A differentiable objective `L(θ)` whose parameters can be read and
 /// overwritten: what [`FiniteDiffHvp`] differentiates.

@@ -68,13 +68,21 @@ impl Default for Method {
 }
 
 impl Method {
+    /// The short name of the original study's method, first-order
+    /// unlearning.
+    pub const FIRST_ORDER: &'static str = "first_order";
+
+    /// The short name of retraining from scratch on the retain set, the
+    /// gold standard every other method is compared with.
+    pub const RETRAIN: &'static str = "retrain";
+
     /// Every method's short name, in the order of the enum.
     pub const SHORT_NAMES: [&'static str; 11] = [
-        "first_order",
+        Self::FIRST_ORDER,
         "second_order",
         "gradient_ascent",
         "fine_tune",
-        "retrain",
+        Self::RETRAIN,
         "random_label",
         "salun",
         "scrub",
@@ -99,11 +107,11 @@ impl Method {
     /// [`SHORT_NAMES`](Self::SHORT_NAMES).
     pub fn short_name(&self) -> &'static str {
         match self {
-            Method::FirstOrder(_) => "first_order",
+            Method::FirstOrder(_) => Self::FIRST_ORDER,
             Method::SecondOrder(_) => "second_order",
             Method::GradientAscent(_) => "gradient_ascent",
             Method::FineTune(_) => "fine_tune",
-            Method::Retrain(_) => "retrain",
+            Method::Retrain(_) => Self::RETRAIN,
             Method::RandomLabel(_) => "random_label",
             Method::Salun(_) => "salun",
             Method::Scrub(_) => "scrub",

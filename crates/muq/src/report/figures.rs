@@ -23,11 +23,15 @@ use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::report::{Group, ModalityReport, Report, Stat, StateReport, modality_title};
+use muq_unlearn::Method;
+
+use super::ORIGINAL_STATE;
+use super::format::f4;
+use super::model::{Group, ModalityReport, Report, Stat, StateReport, modality_title, state_rank};
 use crate::result::write_atomic;
 
 /// DejaVu Sans (Bitstream Vera license, `assets/DejaVuSans-LICENSE.txt`).
-const FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+const FONT_BYTES: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 /// The family name the embedded font is registered under.
 const FONT: &str = "sans-serif";
 
@@ -56,23 +60,24 @@ fn state_color(name: &str, index: usize) -> RGBColor {
         RGBColor(188, 189, 34),
         RGBColor(23, 190, 207),
     ];
-    match name {
-        "original" => RGBColor(127, 127, 127),
-        "first_order" => RGBColor(31, 119, 180),
-        "second_order" => RGBColor(255, 127, 14),
-        "gradient_ascent" => RGBColor(214, 39, 40),
-        "fine_tune" => RGBColor(44, 160, 44),
-        "retrain" => RGBColor(148, 103, 189),
-        _ => EXTRA[index % EXTRA.len()],
+    /// The colours of the first five methods of [`Method::SHORT_NAMES`]
+    /// (the study's four and `retrain`).
+    const METHODS: [RGBColor; 5] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(214, 39, 40),
+        RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
+    ];
+    if name == ORIGINAL_STATE {
+        return RGBColor(127, 127, 127);
     }
-}
-
-fn f4(x: f64) -> String {
-    let s = format!("{x:.4}");
-    if s == "-0.0000" {
-        "0.0000".to_string()
-    } else {
-        s
+    match Method::SHORT_NAMES[..METHODS.len()]
+        .iter()
+        .position(|m| *m == name)
+    {
+        Some(i) => METHODS[i],
+        None => EXTRA[index % EXTRA.len()],
     }
 }
 
@@ -433,7 +438,7 @@ where
             }
         }
     }
-    states.sort_by_key(|s| crate::report::state_rank(s));
+    states.sort_by_key(|s| state_rank(s));
     let modalities: Vec<&str> = group
         .modalities
         .iter()
