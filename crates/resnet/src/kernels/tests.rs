@@ -657,6 +657,7 @@ fn winograd_matches_stock_values_and_gradients() {
         let w = randn(&[o, c, 3, 3], seed + 1);
         let r = randn(&[n, o, h, wd], seed + 2);
         let (ys, dxs, dws) = conv_run(&x, &w, &r, 1, 1, Kernels::Stock);
+        let mut by_level = Vec::new();
         at_each_level(|level| {
             let tag = format!("x {:?} w {:?}, {level}", x.dims(), w.dims());
             let (y, dx, dw) = conv_run(&x, &w, &r, 1, 1, Kernels::Winograd);
@@ -673,6 +674,17 @@ fn winograd_matches_stock_values_and_gradients() {
             assert_eq!(bits(&dx2), bits(&dx), "conv2d_input_grad, {tag}");
             let dw2 = conv2d_weight_grad(&x, w.dims(), &r, 1, 1, Kernels::Winograd).unwrap();
             assert_eq!(bits(&dw2), bits(&dw), "conv2d_weight_grad, {tag}");
+            by_level.push((level, [bits(&y), bits(&dx), bits(&dw)].map(|v| {
+                v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            })));
         });
+        // The module's promise: v3 and v4 fuse the same products in the same
+        // order, so they agree to the bit, gradients included.
+        let of = |l: CpuLevel| by_level.iter().find(|(k, _)| *k == l).map(|(_, v)| v);
+        if let (Some(v3), Some(v4)) = (of(CpuLevel::V3), of(CpuLevel::V4)) {
+            for (what, (a, b)) in ["y", "dx", "dw"].iter().zip(v3.iter().zip(v4)) {
+                assert!(a == b, "{what}: v3 and v4 differ for x {:?}", x.dims());
+            }
+        }
     }
 }

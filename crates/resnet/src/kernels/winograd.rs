@@ -672,6 +672,12 @@ fn dot_block(level: CpuLevel, a: &Rows<'_>, b: &Rows<'_>) -> [[f32; DR]; DR] {
         // lies inside its slice (checked).
         return unsafe { x86::dot_v4(a, b) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if level == CpuLevel::V3 {
+        // SAFETY: the CPU runs AVX2 and FMA (the dispatched level); every
+        // block lies inside its slice (checked).
+        return unsafe { x86::dot_v3(a, b) };
+    }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = level;
     dot_portable(a, b)
@@ -934,6 +940,65 @@ mod x86 {
             }
         }
         std::array::from_fn(|r| std::array::from_fn(|j| _mm512_reduce_add_ps(acc[r][j])))
+    }
+
+    /// [`super::dot_block`] on AVX2 + FMA, to the bit what [`dot_v4`]
+    /// gives: each of the 16 lanes kept as one of two 8-lane halves, one
+    /// fused multiply-add per product, the lanes then added in the tree
+    /// `_mm512_reduce_add_ps` uses (halves, then 128-bit halves, then
+    /// pairs). Four passes over the blocks, a 2×2 corner each, keep the
+    /// eight accumulators and eight operands in the 16 registers.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; every block of every row lies inside its
+    /// slice.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_v3(a: &Rows<'_>, b: &Rows<'_>) -> [[f32; DR]; DR] {
+        const H: usize = 2;
+        let mut out = [[0f32; DR]; DR];
+        let (pa, pb) = (a.data.as_ptr(), b.data.as_ptr());
+        for r0 in (0..DR).step_by(H) {
+            for j0 in (0..DR).step_by(H) {
+                // acc[r][j][half]
+                let mut acc = [[[_mm256_setzero_ps(); 2]; H]; H];
+                for k in 0..a.blocks {
+                    let ra: [*const f32; H] =
+                        std::array::from_fn(|r| pa.wrapping_add(a.first[r0 + r] + k * a.stride));
+                    let rb: [*const f32; H] =
+                        std::array::from_fn(|j| pb.wrapping_add(b.first[j0 + j] + k * b.stride));
+                    for s in 0..NB / 16 {
+                        // SAFETY: block `k` of each row is inside its slice
+                        // (the caller's contract) and `16·s + 16 ≤ NB`.
+                        unsafe {
+                            for half in 0..2 {
+                                let off = 16 * s + 8 * half;
+                                let av: [__m256; H] =
+                                    std::array::from_fn(|r| _mm256_loadu_ps(ra[r].add(off)));
+                                let bv: [__m256; H] =
+                                    std::array::from_fn(|j| _mm256_loadu_ps(rb[j].add(off)));
+                                for (row, ar) in acc.iter_mut().zip(&av) {
+                                    for (c, bj) in row.iter_mut().zip(&bv) {
+                                        c[half] = _mm256_fmadd_ps(*ar, *bj, c[half]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                for (r, row) in acc.iter().enumerate() {
+                    for (j, [lo, hi]) in row.iter().enumerate() {
+                        let v8 = _mm256_add_ps(*lo, *hi);
+                        let v4 = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps::<1>(v8));
+                        let v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4));
+                        let mut l = [0f32; 4];
+                        // SAFETY: `l` holds 4 floats.
+                        unsafe { _mm_storeu_ps(l.as_mut_ptr(), v2) };
+                        out[r0 + r][j0 + j] = l[0] + l[1];
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// [`super::block`] on AVX2 + FMA: 16-column strips of 6 rows × 2
