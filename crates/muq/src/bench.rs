@@ -55,7 +55,7 @@ pub struct BenchConfig {
     pub kernels: Kernels,
     /// Images in the timed gradient sum (0 skips it).
     #[arg(long, default_value_t = 2500,
-          value_parser = clap::value_parser!(u32).range(1..=50_000).map(|v| v as usize))]
+          value_parser = clap::value_parser!(u32).range(0..=50_000).map(|v| v as usize))]
     pub grad_images: usize,
     /// Also time single ops (convolutions, BatchNorm) at each stage's shape.
     #[arg(long)]

@@ -353,8 +353,8 @@ fn muq_bench_rejects_sizes_it_cannot_allocate() {
         (&["--batch", "1"][..], &["--batch", "2..=8192"][..]),
         (&["--batch", "99999999"][..], &["--batch", "2..=8192"][..]),
         (
-            &["--grad-images", "0"][..],
-            &["--grad-images", "1..=50000"][..],
+            &["--grad-images", "50001"][..],
+            &["--grad-images", "0..=50000"][..],
         ),
         (&["--device", "cuda:x"][..], &["--device", "cuda:N"][..]),
     ] {
