@@ -674,9 +674,11 @@ fn winograd_matches_stock_values_and_gradients() {
             assert_eq!(bits(&dx2), bits(&dx), "conv2d_input_grad, {tag}");
             let dw2 = conv2d_weight_grad(&x, w.dims(), &r, 1, 1, Kernels::Winograd).unwrap();
             assert_eq!(bits(&dw2), bits(&dw), "conv2d_weight_grad, {tag}");
-            by_level.push((level, [bits(&y), bits(&dx), bits(&dw)].map(|v| {
-                v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-            })));
+            by_level.push((
+                level,
+                [bits(&y), bits(&dx), bits(&dw)]
+                    .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()),
+            ));
         });
         // The module's promise: v3 and v4 fuse the same products in the same
         // order, so they agree to the bit, gradients included.
