@@ -70,8 +70,9 @@ pub enum Kernels {
     /// other devices.
     #[default]
     Muq,
-    /// [`Kernels::Muq`] with Winograd F(4×4, 3×3) for the forward pass and
-    /// input gradient of stride-1 3×3 convolutions with ≥ 16 channels
+    /// [`Kernels::Muq`] with Winograd F(4×4, 3×3) for the forward pass,
+    /// input gradient and filter gradient of stride-1 3×3 convolutions with
+    /// ≥ 16 channels
     /// (every 3×3 convolution of ResNet-18 but the stem and the three
     /// stride-2 ones); stock ops on other devices.
     Winograd,

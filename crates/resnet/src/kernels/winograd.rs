@@ -1,6 +1,7 @@
 //! Winograd F(4×4, 3×3) for stride-1, padding-1 3×3 convolutions: the
-//! forward pass and the input gradient (a convolution of the output
-//! gradient by the flipped, transposed filters).
+//! forward pass, the input gradient (a convolution of the output gradient
+//! by the flipped, transposed filters) and the filter gradient (36 GEMMs
+//! over the tiles, [`weight_grad`]).
 //!
 //! Each 4×4 block of output pixels (a *tile*) of one image and output
 //! channel is computed from the 6×6 input patch around it (Lavin & Gray,
@@ -12,7 +13,8 @@
 //! of 144·O·C, 4× fewer than a direct convolution. The transforms cost
 //! O(C + O) per tile and run vectorised; the GEMMs run on muq's own
 //! micro-kernels over operands the transforms write already packed (no
-//! GEMM-side packing at all), per instruction-set level: AVX-512 and
+//! GEMM-side packing, but for the filter gradient's one gather of each
+//! ξ's rows), per instruction-set level: AVX-512 and
 //! AVX2 + FMA intrinsics, and portable Rust for the baseline and for other
 //! architectures.
 //!
