@@ -644,7 +644,8 @@ fn rel_err(got: &Tensor, want: &Tensor) -> f32 {
 }
 
 /// Winograd's extra rounding, relative to the largest output: measured
-/// here at most ~3e-6 on these unit-scale shapes; the bound leaves room.
+/// at most 7.1e-6 on these unit-scale shapes (docs/benchmarks.md); the
+/// bound leaves room.
 const WINOGRAD_TOL: f32 = 2e-5;
 
 #[test]
