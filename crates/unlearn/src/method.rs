@@ -59,6 +59,23 @@ pub enum Method {
     Fisher(FisherConfig),
 }
 
+/// The method's short name ([`Method::short_name`]), as in configs.
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.short_name())
+    }
+}
+
+/// A short name to the method with its default settings
+/// ([`Method::from_short_name`]): `"scrub".parse::<Method>()`.
+impl std::str::FromStr for Method {
+    type Err = UnlearnError;
+
+    fn from_str(s: &str) -> Result<Method> {
+        Method::from_short_name(s)
+    }
+}
+
 impl Default for Method {
     /// The original's method: first-order, τ = 2e-5, BatchNorm in training
     /// mode, summed gradient.

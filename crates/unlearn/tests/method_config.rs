@@ -28,6 +28,9 @@ fn a_bare_tag_gives_the_spec_defaults() {
         assert_eq!(m.short_name(), name);
         assert_eq!(m.state_name(), name);
         assert_eq!(m, Method::from_short_name(name).unwrap());
+        // Display and FromStr are the short name both ways.
+        assert_eq!(m.to_string(), name);
+        assert_eq!(name.parse::<Method>().unwrap(), m);
         m.validate().unwrap();
     }
 }
@@ -77,6 +80,8 @@ fn unknown_fields_and_methods_are_errors_that_name_them() {
         err.to_string().contains("first_order, second_order"),
         "{err}"
     );
+    let err = "newton".parse::<Method>().unwrap_err();
+    assert!(err.to_string().contains("newton"), "{err}");
 }
 
 #[test]
