@@ -145,7 +145,7 @@ pub(crate) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
 struct Buffers {
     /// Filters, `[block][ξ][depth][MR]` ([`transform_filters`]).
     u: Vec<f32>,
-    /// Inputs, `[block][channel][ξ][NB]` ([`transform_inputs`]).
+    /// Inputs, `[block][ξ][channel][NB]` ([`transform_inputs`]).
     v: Vec<f32>,
     /// Products, `[row][ξ][column]` ([`gemms`]).
     m: Vec<f32>,
@@ -377,15 +377,19 @@ fn at(m: [f32; ALPHA]) -> [f32; M] {
 }
 
 /// Transforms `count` images of `x` (a slice starting at the first, `c`
-/// planes of `h×w` each) into `v`: `V[block][c][ξ][j]`, tile `t` of
+/// planes of `h×w` each) into `v`: `V[block][ξ][c][j]`, tile `t` of
 /// image `i` at column `i·tiles + t`, blocks of [`NB`] columns.
 fn transform_inputs(c: usize, h: usize, w: usize, x: &[f32], count: usize, v: &mut [f32]) {
     transform_planes(c, h, w, x, count, v, false);
 }
 
 /// [`transform_inputs`] (`grads = false`: `Bᵀ d B` of the padded 6×6
-/// patches) or, with `grads`, `A d Aᵀ` of the 4×4 output-gradient tiles
-/// ([`grad_tiles`]), into the same layout.
+/// patches) or, with `grads`, `A d Aᵀ` of the 4×4 output-gradient tiles,
+/// into the same layout, one rayon task per channel. Each block of [`NB`]
+/// columns is transformed as one: the patches of its tiles — of several
+/// images where planes are small — gathered lane by lane, then both
+/// passes vectorised across the block's columns, the second writing
+/// `V`'s rows directly.
 fn transform_planes(
     c: usize,
     h: usize,
@@ -395,123 +399,174 @@ fn transform_planes(
     v: &mut [f32],
     grads: bool,
 ) {
-    let tiles = (h / M) * (w / M);
+    let (th, tw) = (h / M, w / M);
+    let (plane, filled) = (h * w, count * th * tw);
+    let blocks = filled.div_ceil(NB);
+    let x = &x[..count * c * plane];
+    assert!(v.len() >= blocks * XI * c * NB);
     let out = Shared(v.as_mut_ptr());
-    let len = v.len();
+    let (rw, padded) = (w + 2, (h + 2) * (w + 2));
+    // Where each column's patch starts: in the padded planes of one
+    // channel (inputs), or from channel `ch`'s plane of the first image
+    // (gradients). Columns past the chunk's tiles read the first patch
+    // (finite values whose products are never read, or are multiplied by
+    // zeros).
+    let mut firsts = vec![0usize; blocks * NB];
+    let (mut i, mut t) = (0, 0);
+    for f in &mut firsts[..filled] {
+        let (ty, tx) = (t / tw, t % tw);
+        *f = if grads {
+            i * c * plane + M * ty * w + M * tx
+        } else {
+            i * padded + M * ty * rw + M * tx
+        };
+        t += 1;
+        if t == th * tw {
+            (t, i) = (0, i + 1);
+        }
+    }
+    let level = dispatch();
     (0..c).into_par_iter().for_each_init(
-        || Scratch::new(h, w),
+        || Scratch::new(if grads { 0 } else { count * padded }),
         |s, ch| {
-            for i in 0..count {
-                let plane = &x[(i * c + ch) * h * w..][..h * w];
-                if grads {
-                    grad_tiles(h, w, plane, s);
-                } else {
-                    input_tiles(h, w, plane, s);
-                }
-                for xi in 0..XI {
-                    let src = &s.tiles[xi * tiles..(xi + 1) * tiles];
-                    // Tile `t` goes to column `i·tiles + t`; a plane's
-                    // tiles may straddle blocks of NB columns.
-                    let mut t = 0;
-                    while t < tiles {
-                        let col = i * tiles + t;
-                        let (block, lane) = (col / NB, col % NB);
-                        let run = (NB - lane).min(tiles - t);
-                        let at = ((block * c + ch) * XI + xi) * NB + lane;
-                        assert!(at + run <= len);
-                        // SAFETY: in bounds (checked); a row of channel
-                        // `ch`, which only this task writes; `src` is a
-                        // different allocation.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(src[t..].as_ptr(), out.ptr().add(at), run)
-                        };
-                        t += run;
+            let (data, stride, side): (&[f32], usize, usize) = if grads {
+                (&x[ch * plane..], w, M)
+            } else {
+                // The chunk's planes of `ch`, each inside a zero border
+                // (written once per task: only the interiors change).
+                for i in 0..count {
+                    let src = &x[(i * c + ch) * plane..][..plane];
+                    let dst = &mut s.pad[i * padded..][..padded];
+                    for (y, row) in src.chunks_exact(w).enumerate() {
+                        dst[(y + 1) * rw + 1..][..w].copy_from_slice(row);
                     }
+                }
+                (&s.pad, rw, ALPHA)
+            };
+            for (block, first) in firsts.chunks_exact(NB).enumerate() {
+                gather_patches(level, data, first, stride, side, &mut s.d);
+                let rows: [&mut [f32]; XI] = std::array::from_fn(|xi| {
+                    let at = ((block * XI + xi) * c + ch) * NB;
+                    // SAFETY: `at + NB ≤ blocks·XI·c·NB ≤ v.len()`
+                    // (checked above); row (block, ξ, ch) of `V`, which only
+                    // this task (channel `ch`) writes, each row once here,
+                    // and no other reference to `v` is alive.
+                    unsafe { std::slice::from_raw_parts_mut(out.ptr().add(at), NB) }
+                });
+                if grads {
+                    grad_block(&s.d, &mut s.e, rows);
+                } else {
+                    input_block(&s.d, &mut s.e, rows);
                 }
             }
         },
     );
 }
 
-/// Per-task buffers of the input transform.
-struct Scratch {
-    /// The plane, zero-padded: 1 row above, 1 + 2 below (rows `h + 3`…
-    /// unused), 1 column left, 3 right, so that rows are `4·(tw + 1)`
-    /// floats and split into 4 phases evenly.
-    pad: Vec<f32>,
-    /// `Bᵀ` applied down the columns of one row of tiles: 6 rows.
-    rows: Vec<f32>,
-    /// One row of `rows`, split by column mod 4.
-    phases: Vec<f32>,
-    /// The plane's transformed tiles, `[ξ][tile]`.
-    tiles: Vec<f32>,
-}
-
-impl Scratch {
-    fn new(h: usize, w: usize) -> Self {
-        let rw = w + M;
-        let tw = w / M;
-        Self {
-            pad: vec![0f32; (h + 2) * rw],
-            rows: vec![0f32; ALPHA * rw],
-            phases: vec![0f32; M * (tw + 1)],
-            tiles: vec![0f32; XI * (h / M) * tw],
+/// `d[(r·side + k)·NB + j] = data[first[j] + r·stride + k]` for `r, k <
+/// side`, `j < NB`: the `side × side` patch at each lane's `first`, laid
+/// out position by position, [`NB`] lanes each — with the level's
+/// gather instruction where it has one.
+fn gather_patches(
+    level: CpuLevel,
+    data: &[f32],
+    first: &[usize],
+    stride: usize,
+    side: usize,
+    d: &mut [f32],
+) {
+    let last = first.iter().max().copied().unwrap_or(0) + (side - 1) * stride + side;
+    assert!(first.len() == NB && last <= data.len() && side * side * NB <= d.len());
+    #[cfg(target_arch = "x86_64")]
+    if level != CpuLevel::Baseline && last <= i32::MAX as usize {
+        let idx: [i32; NB] = std::array::from_fn(|j| first[j] as i32);
+        // SAFETY: the CPU runs the level's instructions (the dispatched
+        // level); every index read is at most `last − 1 < data.len()` and
+        // fits in an `i32` (both checked), and `d` holds `side²·NB` floats.
+        unsafe {
+            if level == CpuLevel::V4 {
+                x86::gather_v4(data.as_ptr(), &idx, stride, side, d.as_mut_ptr());
+            } else {
+                x86::gather_v3(data.as_ptr(), &idx, stride, side, d.as_mut_ptr());
+            }
+        }
+        return;
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = level;
+    for r in 0..side {
+        for k in 0..side {
+            let off = r * stride + k;
+            let dst = &mut d[(r * side + k) * NB..][..NB];
+            for (v, &f) in dst.iter_mut().zip(first) {
+                *v = data[f + off];
+            }
         }
     }
 }
 
-/// The second pass of a tile transform, for tile row `ty`: each of the six
-/// rows of `s.rows` (`rw` wide) split by column mod 4 into `s.phases` (`q0`
-/// … `q3`, `q_k[j] = row[4j + k]`), then `f` of each of its `tw` tiles into
-/// the tile's column of six ξ rows of `s.tiles` (`tiles` apart); a macro
-/// for the reason [`six_rows!`] is.
+/// Per-task buffers of the tile transforms.
+struct Scratch {
+    /// The chunk's planes of one channel, zero-padded (the input transform
+    /// only): 1 row and column before, 1 after.
+    pad: Vec<f32>,
+    /// One block's patches, `[position][lane]`, [`NB`] lanes.
+    d: Vec<f32>,
+    /// The first pass (down the columns), `[column][r'][lane]`.
+    e: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(pad: usize) -> Self {
+        Self {
+            pad: vec![0f32; pad],
+            d: vec![0f32; XI * NB],
+            e: vec![0f32; XI * NB],
+        }
+    }
+}
+
+/// The second pass of a block transform: for each `r'`, `f` of row `r'`
+/// of the first pass (`$e`, `[column][r'][lane]`, `$side` columns) into
+/// the six rows `r'·6 + s'` of `$rows`, vectorised across the lanes. A
+/// macro for the reason [`six_rows!`] is.
 macro_rules! along_rows {
-    ($s:ident, $rw:expr, $tw:expr, $tiles:expr, $ty:expr,
-     |$q0:ident, $q1:ident, $q2:ident, $q3:ident, $tx:ident| $f:expr) => {
+    ($e:expr, $rows:expr, |$q:ident, $j:ident| $f:expr) => {
+        let mut rows = $rows.into_iter();
         for rr in 0..ALPHA {
-            let row = &$s.rows[rr * $rw..(rr + 1) * $rw];
-            let ($q0, rest) = $s.phases.split_at_mut($tw + 1);
-            let ($q1, rest) = rest.split_at_mut($tw + 1);
-            let ($q2, $q3) = rest.split_at_mut($tw + 1);
-            for (j, c4) in row.chunks_exact(M).enumerate() {
-                $q0[j] = c4[0];
-                $q1[j] = c4[1];
-                $q2[j] = c4[2];
-                $q3[j] = c4[3];
+            let $q = |k: usize| &$e[(k * ALPHA + rr) * NB..][..NB];
+            let mut next = || rows.next().unwrap_or_default();
+            let (r0, r1, r2, r3, r4, r5) = (next(), next(), next(), next(), next(), next());
+            let (r0, r1, r2) = (&mut r0[..NB], &mut r1[..NB], &mut r2[..NB]);
+            let (r3, r4, r5) = (&mut r3[..NB], &mut r4[..NB], &mut r5[..NB]);
+            for $j in 0..NB {
+                let v = $f;
+                r0[$j] = v[0];
+                r1[$j] = v[1];
+                r2[$j] = v[2];
+                r3[$j] = v[3];
+                r4[$j] = v[4];
+                r5[$j] = v[5];
             }
-            let dst = &mut $s.tiles[rr * ALPHA * $tiles..(rr + 1) * ALPHA * $tiles];
-            six_rows!(dst, $tiles, $ty * $tw, $tw, |$tx| $f);
         }
     };
 }
 
 simd_fn! {
-    /// `Bᵀ d B` of every 6×6 patch of one `h×w` plane (padding 1) into
-    /// `s.tiles`.
-    fn input_tiles(h: usize, w: usize, plane: &[f32], s: &mut Scratch) {
-        let rw = w + M;
-        let (th, tw) = (h / M, w / M);
-        let tiles = th * tw;
-        for y in 0..h {
-            s.pad[(y + 1) * rw + 1..][..w].copy_from_slice(&plane[y * w..(y + 1) * w]);
+    /// `Bᵀ d B` of a block's 6×6 patches (`d`, `[r·6 + k][lane]`) into the
+    /// 36 rows `rows` (`ξ = r'·6 + s'`): `Bᵀ` down the columns, then along
+    /// the rows, each vectorised across the block's lanes.
+    fn input_block(d: &[f32], e: &mut [f32], rows: [&mut [f32]; XI]) {
+        for k in 0..ALPHA {
+            let p = |r: usize| &d[(r * ALPHA + k) * NB..][..NB];
+            let (d0, d1, d2, d3, d4, d5) = (p(0), p(1), p(2), p(3), p(4), p(5));
+            let dst = &mut e[k * ALPHA * NB..(k + 1) * ALPHA * NB];
+            six_rows!(dst, NB, 0, NB, |j| bt([d0[j], d1[j], d2[j], d3[j], d4[j], d5[j]]));
         }
-        for ty in 0..th {
-            // Down the columns: rows[r'][x] = Σ_r Bᵀ[r'][r] · pad[4ty + r][x].
-            {
-                let src = &s.pad[M * ty * rw..][..ALPHA * rw];
-                let (d0, rest) = src.split_at(rw);
-                let (d1, rest) = rest.split_at(rw);
-                let (d2, rest) = rest.split_at(rw);
-                let (d3, rest) = rest.split_at(rw);
-                let (d4, d5) = rest.split_at(rw);
-                let d5 = &d5[..rw];
-                six_rows!(s.rows, rw, 0, rw, |x| bt([d0[x], d1[x], d2[x], d3[x], d4[x], d5[x]]));
-            }
-            // Along the rows, tile by tile: tile tx reads columns 4tx…4tx+5.
-            along_rows!(s, rw, tw, tiles, ty, |q0, q1, q2, q3, tx| {
-                bt([q0[tx], q1[tx], q2[tx], q3[tx], q0[tx + 1], q1[tx + 1]])
-            });
-        }
+        along_rows!(e, rows, |q, j| {
+            let (q0, q1, q2, q3, q4, q5) = (q(0), q(1), q(2), q(3), q(4), q(5));
+            bt([q0[j], q1[j], q2[j], q3[j], q4[j], q5[j]])
+        });
     }
 }
 
@@ -524,35 +579,27 @@ fn a_col(d: [f32; M]) -> [f32; ALPHA] {
 }
 
 simd_fn! {
-    /// `A d Aᵀ` of every 4×4 tile of one `h×w` plane (no padding) into
-    /// `s.tiles`, `[ξ][tile]`.
-    fn grad_tiles(h: usize, w: usize, plane: &[f32], s: &mut Scratch) {
-        let (th, tw) = (h / M, w / M);
-        let tiles = th * tw;
-        for ty in 0..th {
-            // Down the columns: rows[r'][x] = Σ_r A[r'][r] · plane[4ty + r][x].
-            {
-                let src = &plane[M * ty * w..][..M * w];
-                let (d0, rest) = src.split_at(w);
-                let (d1, rest) = rest.split_at(w);
-                let (d2, d3) = rest.split_at(w);
-                let d3 = &d3[..w];
-                six_rows!(s.rows, w, 0, w, |x| a_col([d0[x], d1[x], d2[x], d3[x]]));
-            }
-            // Along the rows, tile by tile: tile tx reads columns 4tx…4tx+3.
-            along_rows!(s, w, tw, tiles, ty, |q0, q1, q2, q3, tx| {
-                a_col([q0[tx], q1[tx], q2[tx], q3[tx]])
-            });
+    /// `A d Aᵀ` of a block's 4×4 tiles (`d`, `[r·4 + k][lane]`) into the 36
+    /// rows `rows`, as [`input_block`] does.
+    fn grad_block(d: &[f32], e: &mut [f32], rows: [&mut [f32]; XI]) {
+        for k in 0..M {
+            let p = |r: usize| &d[(r * M + k) * NB..][..NB];
+            let (d0, d1, d2, d3) = (p(0), p(1), p(2), p(3));
+            let dst = &mut e[k * ALPHA * NB..(k + 1) * ALPHA * NB];
+            six_rows!(dst, NB, 0, NB, |j| a_col([d0[j], d1[j], d2[j], d3[j]]));
         }
+        along_rows!(e, rows, |q, j| {
+            let (q0, q1, q2, q3) = (q(0), q(1), q(2), q(3));
+            a_col([q0[j], q1[j], q2[j], q3[j]])
+        });
     }
 }
-
 /// Rows and columns of a [`dot_block`].
 const DR: usize = 4;
 
 /// The weight gradient's 36 GEMMs, one rayon task per ξ:
 /// `du[ξ][o][c] (+)= Σ_t z[t][o][ξ] · v[t][c][ξ]` over `blocks` column
-/// blocks of `z` (`[block][o][ξ][NB]`) and `v` (`[block][c][ξ][NB]`);
+/// blocks of `z` (`[block][ξ][o][NB]`) and `v` (`[block][ξ][c][NB]`);
 /// added to what `du` holds when `accumulate`.
 #[allow(clippy::too_many_arguments)]
 fn dot_gemms(
@@ -611,11 +658,11 @@ fn dot_gemms(
 }
 
 /// `out[r][b·NB..][..NB] = src[b][r][ξ][..NB]` for every row `r < rows` and
-/// block `b < blocks` of `src` (`[block][row][ξ][NB]`).
+/// block `b < blocks` of `src` (`[block][ξ][row][NB]`).
 fn gather(src: &[f32], rows: usize, xi: usize, blocks: usize, out: &mut [f32]) {
     for (r, dst) in out.chunks_exact_mut(blocks * NB).enumerate() {
         for (b, d) in dst.chunks_exact_mut(NB).enumerate() {
-            d.copy_from_slice(&src[((b * rows + r) * XI + xi) * NB..][..NB]);
+            d.copy_from_slice(&src[((b * XI + xi) * rows + r) * NB..][..NB]);
         }
     }
 }
@@ -770,7 +817,7 @@ fn gemms(
     let out = Shared(m.as_mut_ptr());
     (0..XI).into_par_iter().for_each(|xi| {
         for jb in 0..used / NB {
-            let b = &v[(jb * depth * XI + xi) * NB..];
+            let b = &v[(jb * XI + xi) * depth * NB..];
             for ib in 0..row_blocks {
                 let a = &u[(ib * XI + xi) * panel..][..panel];
                 let at = ib * MR * ld + xi * cols + jb * NB;
@@ -787,13 +834,13 @@ fn gemms(
 
 /// One micro-kernel block: `out[r][j] = Σ_k a[k][r] · b[k][j]` for
 /// `r < MR`, `j < NB`, rows of `out` `ld` apart. `a` is `depth × MR`
-/// row-major; `b`'s rows are `XI·NB` apart (a [`transform_inputs`] panel).
+/// row-major; `b` is `depth × NB` row-major (one ξ of a [`transform_inputs`] block).
 ///
 /// # Safety
 /// `out` is valid for writes of `NB` floats at each of `out + r·ld`,
 /// `r < MR`, which nothing else reads or writes meanwhile.
 unsafe fn block(level: CpuLevel, depth: usize, a: &[f32], b: &[f32], out: *mut f32, ld: usize) {
-    const LDB: usize = XI * NB;
+    const LDB: usize = NB;
     assert!(depth > 0 && a.len() >= depth * MR && b.len() >= (depth - 1) * LDB + NB);
     #[cfg(target_arch = "x86_64")]
     match level {
@@ -846,6 +893,93 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{DR, MR, NB, Rows};
+
+    /// [`super::gather_patches`] with AVX-512 gathers, 16 lanes at a time.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `data + first[j] + r·stride + k` is readable
+    /// for every lane `j` and `r, k < side`; `d` is writable for
+    /// `side²·NB` floats.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gather_v4(
+        data: *const f32,
+        first: &[i32; NB],
+        stride: usize,
+        side: usize,
+        d: *mut f32,
+    ) {
+        // Lanes 0, 4, …, 28 of two vectors into the lower eight.
+        let every4 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0);
+        for (g, f) in first.chunks_exact(16).enumerate() {
+            // Eight neighbouring tiles of a row of tiles start 4 floats
+            // apart: their values are every fourth of 29 contiguous ones,
+            // two loads and a permutation instead of a gather (which
+            // costs as many loads as lanes).
+            let run = |s: usize| (1..8).all(|j| f[s + j] == f[s] + 4 * j as i32);
+            if run(0) && run(8) {
+                let (f0, f8) = (f[0] as usize, f[8] as usize);
+                for r in 0..side {
+                    for k in 0..side {
+                        let off = r * stride + k;
+                        // SAFETY: the caller's contract: lane `j < 8` of
+                        // each half reads `p + 4j ≤ p + 28`, which the
+                        // masked load does not pass.
+                        unsafe {
+                            let half = |p: *const f32| {
+                                let (a, b) =
+                                    (_mm512_loadu_ps(p), _mm512_maskz_loadu_ps(0x1FFF, p.add(16)));
+                                _mm512_permutex2var_ps(a, every4, b)
+                            };
+                            let (lo, hi) = (half(data.add(f0 + off)), half(data.add(f8 + off)));
+                            let v = _mm512_shuffle_f32x4::<0x44>(lo, hi);
+                            _mm512_storeu_ps(d.add((r * side + k) * NB + 16 * g), v);
+                        }
+                    }
+                }
+                continue;
+            }
+            // SAFETY: `f` holds 16 indices.
+            let base = unsafe { _mm512_loadu_si512(f.as_ptr().cast()) };
+            for r in 0..side {
+                for k in 0..side {
+                    let off = _mm512_set1_epi32((r * stride + k) as i32);
+                    // SAFETY: the caller's contract.
+                    unsafe {
+                        let v = _mm512_i32gather_ps::<4>(_mm512_add_epi32(base, off), data);
+                        _mm512_storeu_ps(d.add((r * side + k) * NB + 16 * g), v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`super::gather_patches`] with AVX2 gathers, 8 lanes at a time.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; otherwise as [`gather_v4`].
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn gather_v3(
+        data: *const f32,
+        first: &[i32; NB],
+        stride: usize,
+        side: usize,
+        d: *mut f32,
+    ) {
+        for g in 0..NB / 8 {
+            // SAFETY: `first` holds NB indices.
+            let base = unsafe { _mm256_loadu_si256(first.as_ptr().add(8 * g).cast()) };
+            for r in 0..side {
+                for k in 0..side {
+                    let off = _mm256_set1_epi32((r * stride + k) as i32);
+                    // SAFETY: the caller's contract.
+                    unsafe {
+                        let v = _mm256_i32gather_ps::<4>(data, _mm256_add_epi32(base, off));
+                        _mm256_storeu_ps(d.add((r * side + k) * NB + 8 * g), v);
+                    }
+                }
+            }
+        }
+    }
 
     /// [`super::block`] on AVX-512: 6 rows × 4 vectors of 16 columns in 24
     /// registers, one fused multiply-add per product, channels in order.
