@@ -238,10 +238,20 @@ fn transform_filters(rows: usize, depth: usize, w: &[f32], transposed: bool, u: 
     let blocks = rows.div_ceil(MR);
     fit(u, blocks * XI * depth * MR);
     u.par_chunks_mut(XI * depth * MR).enumerate().for_each_init(
-        || vec![0f32; (9 + XI + 3 * ALPHA) * depth],
+        || vec![0f32; (9 + 3 * ALPHA + MR * XI) * depth],
         |scratch, (b, ub)| {
-            for r in 0..MR.min(rows - b * MR) {
-                filter_row(b * MR + r, rows, depth, w, transposed, scratch, r, ub);
+            let (work, outs) = scratch.split_at_mut((9 + 3 * ALPHA) * depth);
+            let live = MR.min(rows - b * MR);
+            for (r, out) in outs.chunks_exact_mut(XI * depth).take(live).enumerate() {
+                filter_row(b * MR + r, rows, depth, w, transposed, work, out);
+            }
+            // Interleaved into `[ξ][d][MR]` in one pass of contiguous
+            // writes (one strided pass per row wrote every line six times);
+            // rows past `rows` repeat the block's first.
+            let row = |r: usize| &outs[if r < live { r } else { 0 } * XI * depth..][..XI * depth];
+            let (s0, s1, s2, s3, s4, s5) = (row(0), row(1), row(2), row(3), row(4), row(5));
+            for (i, dst) in ub.chunks_exact_mut(MR).enumerate().take(XI * depth) {
+                dst.copy_from_slice(&[s0[i], s1[i], s2[i], s3[i], s4[i], s5[i]]);
             }
         },
     );
@@ -282,21 +292,18 @@ macro_rules! six_rows {
 }
 
 simd_fn! {
-    #[allow(clippy::too_many_arguments)]
-    /// Row `row`'s `depth` filters, transformed, into column `r` of the
-    /// row block `ub` (`[ξ][d][MR]`). `scratch` holds `(9 + 36 + 18)·depth`
-    /// floats.
+    /// Row `row`'s `depth` filters, transformed, into `out` (`[ξ][d]`).
+    /// `work` holds `(9 + 18)·depth` floats.
     fn filter_row(
         row: usize,
         rows: usize,
         depth: usize,
         w: &[f32],
         transposed: bool,
-        scratch: &mut [f32],
-        r: usize,
-        ub: &mut [f32],
+        work: &mut [f32],
+        out: &mut [f32],
     ) {
-        let (taps, out) = scratch.split_at_mut(9 * depth);
+        let (taps, cols) = work.split_at_mut(9 * depth);
         // Tap-major: taps[t][d].
         for d in 0..depth {
             if transposed {
@@ -312,8 +319,7 @@ simd_fn! {
             }
         }
         // G·g down the columns, then ·Gᵀ along the rows, vectorised over d:
-        // first col[x][r][d] (in `out`'s last 18 rows, free until then)…
-        let (out, cols) = out.split_at_mut(XI * depth);
+        // first col[x][r][d]…
         for x in 0..3 {
             let (g0, g1, g2) = (
                 &taps[x * depth..(x + 1) * depth],
@@ -329,13 +335,6 @@ simd_fn! {
             let (k0, k1, k2) = (src(0), src(1), src(2));
             let dst = &mut out[rr * ALPHA * depth..(rr + 1) * ALPHA * depth];
             six_rows!(dst, depth, 0, depth, |d| g_col(k0[d], k1[d], k2[d]));
-        }
-        for xi in 0..XI {
-            let src = &out[xi * depth..(xi + 1) * depth];
-            let dst = &mut ub[xi * depth * MR..(xi + 1) * depth * MR];
-            for (d, v) in src.iter().enumerate() {
-                dst[d * MR + r] = *v;
-            }
         }
     }
 }
