@@ -29,8 +29,17 @@
 //!
 //! Work is split three ways per chunk of images (enough to give each GEMM
 //! ~512 columns): the input transform by channel, the 36 GEMMs by ξ, the
-//! output transform by image — each phase a rayon loop with disjoint
-//! outputs.
+//! output transform by output channel — each phase a rayon loop with
+//! disjoint outputs.
+//!
+//! The input (and output-gradient) transform works one block of [`NB`]
+//! columns of one channel at a time, whatever the plane size: each
+//! column's patch is gathered into its lane ([`gather_patches`]: AVX-512
+//! or AVX2 gather instructions, or for eight neighbouring tiles of a row
+//! two loads and a permutation), then both passes of `Bᵀ · B` run across
+//! the block's 64 lanes and the second writes `V`'s rows in place. On
+//! 4×4 and 8×8 planes (one or four tiles each) this vectorises across
+//! images what per-plane code could not.
 
 use std::mem::MaybeUninit;
 
@@ -410,20 +419,11 @@ fn transform_planes(
     // (gradients). Columns past the chunk's tiles read the first patch
     // (finite values whose products are never read, or are multiplied by
     // zeros).
-    let mut firsts = vec![0usize; blocks * NB];
-    let (mut i, mut t) = (0, 0);
-    for f in &mut firsts[..filled] {
-        let (ty, tx) = (t / tw, t % tw);
-        *f = if grads {
-            i * c * plane + M * ty * w + M * tx
-        } else {
-            i * padded + M * ty * rw + M * tx
-        };
-        t += 1;
-        if t == th * tw {
-            (t, i) = (0, i + 1);
-        }
-    }
+    let firsts = if grads {
+        tile_offsets(count, h, w, c * plane, w, blocks * NB)
+    } else {
+        tile_offsets(count, h, w, padded, rw, blocks * NB)
+    };
     let level = dispatch();
     (0..c).into_par_iter().for_each_init(
         || Scratch::new(if grads { 0 } else { count * padded }),
@@ -460,6 +460,28 @@ fn transform_planes(
             }
         },
     );
+}
+
+/// Where each tile of `count` images of `h×w` planes starts, column by
+/// column (tile `t` of image `i` at column `i·tiles + t`), for planes
+/// `image` floats apart with rows `row` apart; `len` entries, those past
+/// the tiles 0.
+fn tile_offsets(
+    count: usize,
+    h: usize,
+    w: usize,
+    image: usize,
+    row: usize,
+    len: usize,
+) -> Vec<usize> {
+    let (th, tw) = (h / M, w / M);
+    let mut firsts = vec![0usize; len];
+    let tiles =
+        (0..count).flat_map(|i| (0..th).flat_map(move |ty| (0..tw).map(move |tx| (i, ty, tx))));
+    for (f, (i, ty, tx)) in firsts.iter_mut().zip(tiles) {
+        *f = i * image + M * ty * row + M * tx;
+    }
+    firsts
 }
 
 /// `d[(r·side + k)·NB + j] = data[first[j] + r·stride + k]` for `r, k <
@@ -891,7 +913,7 @@ unsafe fn block_portable(depth: usize, a: &[f32], b: &[f32], ldb: usize, out: *m
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{DR, MR, NB, Rows};
+    use super::{DR, M, MR, NB, Rows};
 
     /// [`super::gather_patches`] with AVX-512 gathers, 16 lanes at a time.
     ///
@@ -978,6 +1000,54 @@ mod x86 {
                 }
             }
         }
+    }
+
+    /// [`super::scatter_tiles`] on AVX-512: each group of 16 lanes whose
+    /// two halves are eight neighbouring tiles of a row (`first` 4 apart)
+    /// writes each tile row's 32 pixels as two vectors, interleaved from
+    /// the four `px` rows by permutation; other lanes go one by one.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; the rest as [`super::scatter_tiles`].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn scatter_v4(px: &[f32], first: &[usize], y: *mut f32, w: usize) {
+        let pp = px.as_ptr();
+        // Pairs (p0[t], p1[t]) of lanes t = 0…7, or of t = 8…15.
+        let pairs = [
+            _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23),
+            _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31),
+        ];
+        // Tiles 0…3 (then 4…7) of pairs a = (p0, p1) and b = (p2, p3).
+        let quads = [
+            _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23),
+            _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31),
+        ];
+        let mut done = 0;
+        for (g, f) in first.chunks_exact(16).enumerate() {
+            let run = |s: usize| (1..8).all(|j| f[s + j] == f[s] + 4 * j);
+            if !(run(0) && run(8)) {
+                break;
+            }
+            for i in 0..M {
+                // SAFETY: rows `i·4 + k` of `px`, lanes 16g…16g+15 (`px`
+                // holds 16 rows of NB); the stores are tile row `i` of the
+                // group's 16 tiles, the caller's contract.
+                unsafe {
+                    let p: [__m512; M] =
+                        std::array::from_fn(|k| _mm512_loadu_ps(pp.add((i * M + k) * NB + 16 * g)));
+                    for (h, sel) in pairs.iter().enumerate() {
+                        let a = _mm512_permutex2var_ps(p[0], *sel, p[1]);
+                        let b = _mm512_permutex2var_ps(p[2], *sel, p[3]);
+                        let dst = y.add(f[8 * h] + i * w);
+                        _mm512_storeu_ps(dst, _mm512_permutex2var_ps(a, quads[0], b));
+                        _mm512_storeu_ps(dst.add(16), _mm512_permutex2var_ps(a, quads[1], b));
+                    }
+                }
+            }
+            done = 16 * (g + 1);
+        }
+        // SAFETY: the caller's contract.
+        unsafe { super::scatter_portable(px, first, done, y, w) };
     }
 
     /// [`super::block`] on AVX-512: 6 rows × 4 vectors of 16 columns in 24
@@ -1157,7 +1227,9 @@ mod x86 {
 
 /// `Aᵀ m A` of every tile into `count` images of `y` (`o` planes of `h×w`
 /// each), reading `m` (`[row][ξ][col]`, `cols` columns), one rayon task
-/// per output channel.
+/// per output channel, one block of [`NB`] columns at a time: both passes
+/// vectorised across the block's lanes ([`output_block`]), then each
+/// lane's 4×4 pixels written into its plane ([`scatter_tiles`]).
 fn transform_outputs(
     o: usize,
     h: usize,
@@ -1168,65 +1240,50 @@ fn transform_outputs(
     y: &mut [MaybeUninit<f32>],
 ) {
     let plane = h * w;
-    let used = count * (h / M) * (w / M);
-    assert!(y.len() >= count * o * plane && m.len() >= o * XI * cols);
+    let filled = count * (h / M) * (w / M);
+    let blocks = filled.div_ceil(NB);
+    assert!(y.len() >= count * o * plane && m.len() >= o * XI * cols && blocks * NB <= cols);
+    let firsts = tile_offsets(count, h, w, o * plane, w, blocks * NB);
     let out = Shared(y.as_mut_ptr().cast::<f32>());
+    let level = dispatch();
     (0..o).into_par_iter().for_each_init(
-        || vec![0f32; (ALPHA * M + M * M) * used],
+        || vec![0f32; (ALPHA * M + M * M) * NB],
         |buf, ch| {
-            let planes: Vec<&mut [MaybeUninit<f32>]> = (0..count)
-                .map(|i| {
-                    // SAFETY: plane `ch` of image `i`, inside `y` (checked
-                    // above) and written by this task only.
-                    unsafe {
-                        std::slice::from_raw_parts_mut(
-                            out.ptr()
-                                .add((i * o + ch) * plane)
-                                .cast::<MaybeUninit<f32>>(),
-                            plane,
-                        )
-                    }
-                })
-                .collect();
-            output_tiles(
-                h,
-                w,
-                &m[ch * XI * cols..][..XI * cols],
-                cols,
-                used,
-                buf,
-                planes,
-            );
+            let (e, px) = buf.split_at_mut(ALPHA * M * NB);
+            for (block, first) in firsts.chunks_exact(NB).enumerate() {
+                output_block(&m[ch * XI * cols + block * NB..], cols, e, px);
+                let live = NB.min(filled - block * NB);
+                // SAFETY: lane `j < live` is a tile of plane `ch` of one of
+                // the chunk's images, at `ch·plane + first[j]` (its 4×4
+                // pixels inside the plane, `w` apart, so inside `y`,
+                // checked above); only this task writes plane `ch`, and no
+                // reference to `y` is alive.
+                unsafe {
+                    scatter_tiles(level, px, &first[..live], out.ptr().add(ch * plane), w);
+                }
+            }
         },
     );
+    // Each plane's tiles are all among the chunk's columns (`h` and `w`
+    // are multiples of 4), so every element of `y`'s `count·o` planes is
+    // written.
 }
 
 simd_fn! {
-    /// One output channel of a chunk: `mc` holds its `[ξ][col]` products
-    /// (`cols` apart), `used` of them tiles; `planes` are its planes in the
-    /// chunk's images. Both passes of `Aᵀ · Aᵀ` run down the columns
-    /// (vectorised across tiles); the 16 pixels of each tile are then
-    /// copied into place, writing every element of every plane (they
-    /// may start uninitialised). `buf` holds `(6·4 + 4·4)·used` floats.
-    fn output_tiles(
-        h: usize,
-        w: usize,
-        mc: &[f32],
-        cols: usize,
-        used: usize,
-        buf: &mut [f32],
-        planes: Vec<&mut [MaybeUninit<f32>]>,
-    ) {
-        let (rowt, px) = buf.split_at_mut(ALPHA * M * used);
-        // Along each transformed row: rowt[r'][j][t] = Σ_c' Aᵀ[j][c'] m[r'·6 + c'][t].
+    /// One block of one output channel: `mc` holds its `[ξ][col]` products
+    /// (`cols` apart, the block's first column first); `px[i·4 + j][lane]`
+    /// receives pixel `(i, j)` of each lane's tile. Both passes of
+    /// `Aᵀ · A` run across the lanes; `e` holds `6·4·NB` floats.
+    fn output_block(mc: &[f32], cols: usize, e: &mut [f32], px: &mut [f32]) {
+        // Along each transformed row: e[r'][j][lane] = Σ_c' Aᵀ[j][c'] m[r'·6 + c'][lane].
         for rr in 0..ALPHA {
-            let src = |cc: usize| &mc[(rr * ALPHA + cc) * cols..][..used];
+            let src = |cc: usize| &mc[(rr * ALPHA + cc) * cols..][..NB];
             let (m0, m1, m2, m3, m4, m5) = (src(0), src(1), src(2), src(3), src(4), src(5));
-            let dst = &mut rowt[rr * M * used..(rr + 1) * M * used];
-            let (t0, rest) = dst.split_at_mut(used);
-            let (t1, rest) = rest.split_at_mut(used);
-            let (t2, t3) = rest.split_at_mut(used);
-            for t in 0..used {
+            let dst = &mut e[rr * M * NB..(rr + 1) * M * NB];
+            let (t0, rest) = dst.split_at_mut(NB);
+            let (t1, rest) = rest.split_at_mut(NB);
+            let (t2, t3) = rest.split_at_mut(NB);
+            for t in 0..NB {
                 let v = at([m0[t], m1[t], m2[t], m3[t], m4[t], m5[t]]);
                 t0[t] = v[0];
                 t1[t] = v[1];
@@ -1234,16 +1291,16 @@ simd_fn! {
                 t3[t] = v[3];
             }
         }
-        // Down the columns: px[i][j][t] = Σ_r' Aᵀ[i][r'] rowt[r'][j][t].
+        // Down the columns: px[i·4 + j][lane] = Σ_r' Aᵀ[i][r'] e[r'][j][lane].
         for j in 0..M {
-            let src = |rr: usize| &rowt[(rr * M + j) * used..][..used];
+            let src = |rr: usize| &e[(rr * M + j) * NB..][..NB];
             let (a0, a1, a2, a3, a4, a5) = (src(0), src(1), src(2), src(3), src(4), src(5));
-            let (p0, rest) = px.split_at_mut(M * used);
-            let (p1, rest) = rest.split_at_mut(M * used);
-            let (p2, p3) = rest.split_at_mut(M * used);
-            let (p0, p1) = (&mut p0[j * used..][..used], &mut p1[j * used..][..used]);
-            let (p2, p3) = (&mut p2[j * used..][..used], &mut p3[j * used..][..used]);
-            for t in 0..used {
+            let (p0, rest) = px.split_at_mut(M * NB);
+            let (p1, rest) = rest.split_at_mut(M * NB);
+            let (p2, p3) = rest.split_at_mut(M * NB);
+            let (p0, p1) = (&mut p0[j * NB..][..NB], &mut p1[j * NB..][..NB]);
+            let (p2, p3) = (&mut p2[j * NB..][..NB], &mut p3[j * NB..][..NB]);
+            for t in 0..NB {
                 let v = at([a0[t], a1[t], a2[t], a3[t], a4[t], a5[t]]);
                 p0[t] = v[0];
                 p1[t] = v[1];
@@ -1251,23 +1308,47 @@ simd_fn! {
                 p3[t] = v[3];
             }
         }
-        // Each tile's 4×4 pixels into its plane.
-        let (th, tw) = (h / M, w / M);
-        for (i, plane) in planes.into_iter().enumerate() {
-            for ty in 0..th {
-                let first = (i * th + ty) * tw;
-                for r in 0..M {
-                    let row = &mut plane[(M * ty + r) * w..][..w];
-                    let src = |j: usize| &px[(r * M + j) * used + first..][..tw];
-                    let (c0, c1, c2, c3) = (src(0), src(1), src(2), src(3));
-                    for (tx, out) in row.chunks_exact_mut(M).enumerate() {
-                        out[0] = MaybeUninit::new(c0[tx]);
-                        out[1] = MaybeUninit::new(c1[tx]);
-                        out[2] = MaybeUninit::new(c2[tx]);
-                        out[3] = MaybeUninit::new(c3[tx]);
-                    }
-                }
-            }
+    }
+}
+
+/// `y[first[j] + i·w + k] = px[(i·4 + k)·NB + j]` for every lane `j <
+/// first.len()` and `i, k < 4`: each lane's 4×4 tile into its plane —
+/// for eight neighbouring tiles of a row, with AVX-512, four rows of 32
+/// pixels by permutation instead of 16 stores a tile.
+///
+/// # Safety
+/// `y + first[j] + i·w + k` is valid for writes for every lane and
+/// `i, k < 4`, and nothing else reads or writes it meanwhile.
+unsafe fn scatter_tiles(level: CpuLevel, px: &[f32], first: &[usize], y: *mut f32, w: usize) {
+    assert!(first.len() <= NB && px.len() >= M * M * NB);
+    #[cfg(target_arch = "x86_64")]
+    if level == CpuLevel::V4 {
+        // SAFETY: the CPU runs AVX-512 (the dispatched level); the rest is
+        // the caller's contract.
+        return unsafe { x86::scatter_v4(px, first, y, w) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = level;
+    // SAFETY: the caller's contract.
+    unsafe { scatter_portable(px, first, 0, y, w) };
+}
+
+/// [`scatter_tiles`] in portable Rust, for the lanes `skip..first.len()`
+/// (`first` indexed by lane).
+///
+/// # Safety
+/// As [`scatter_tiles`].
+unsafe fn scatter_portable(px: &[f32], first: &[usize], skip: usize, y: *mut f32, w: usize) {
+    for (j, &f) in first.iter().enumerate().skip(skip) {
+        for i in 0..M {
+            let row = [
+                px[(i * M) * NB + j],
+                px[(i * M + 1) * NB + j],
+                px[(i * M + 2) * NB + j],
+                px[(i * M + 3) * NB + j],
+            ];
+            // SAFETY: the caller's contract.
+            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), y.add(f + i * w), M) };
         }
     }
 }
