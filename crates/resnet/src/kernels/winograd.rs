@@ -615,6 +615,7 @@ simd_fn! {
         });
     }
 }
+
 /// Rows and columns of a [`dot_block`].
 const DR: usize = 4;
 
@@ -633,33 +634,30 @@ fn dot_gemms(
     accumulate: bool,
     du: &mut [f32],
 ) {
-    let k = blocks * NB;
     du[..XI * o * c]
         .par_chunks_mut(o * c)
         .enumerate()
-        .for_each_init(Vec::new, |rows, (xi, dux)| {
-            // ξ's rows gathered so that each row's columns are contiguous:
-            // the blocks' order, and so every sum, is unchanged, but the
-            // operands the 4×4 blocks stream are dense and cache-resident
-            // instead of 256-byte pieces a page apart.
-            fit(rows, (o + c) * k);
-            let (zx, vx) = rows.split_at_mut(o * k);
-            gather(z, o, xi, blocks, zx);
-            gather(v, c, xi, blocks, vx);
+        .for_each(|(xi, dux)| {
+            // Read in place: in the `[block][ξ][row][NB]` layout each
+            // block's ξ rows are one contiguous panel. (Gathering each
+            // row's blocks contiguous first, which the older
+            // `[block][row][ξ][NB]` layout needed, measured 10–20 % slower
+            // at 32×32 and 5 % at 4×4, 5–10 % faster at 16×16 and 8×8.)
+
             for ob in (0..o).step_by(DR) {
                 for cb in (0..c).step_by(DR) {
                     // Rows past the edge repeat the last one; their sums
                     // are not stored.
                     let za = Rows {
-                        data: zx,
-                        first: std::array::from_fn(|r| (ob + r).min(o - 1) * k),
-                        stride: NB,
+                        data: z,
+                        first: std::array::from_fn(|r| (xi * o + (ob + r).min(o - 1)) * NB),
+                        stride: XI * o * NB,
                         blocks,
                     };
                     let vb = Rows {
-                        data: vx,
-                        first: std::array::from_fn(|j| (cb + j).min(c - 1) * k),
-                        stride: NB,
+                        data: v,
+                        first: std::array::from_fn(|j| (xi * c + (cb + j).min(c - 1)) * NB),
+                        stride: XI * c * NB,
                         blocks,
                     };
                     let acc = dot_block(level, &za, &vb);
@@ -676,16 +674,6 @@ fn dot_gemms(
                 }
             }
         });
-}
-
-/// `out[r][b·NB..][..NB] = src[b][r][ξ][..NB]` for every row `r < rows` and
-/// block `b < blocks` of `src` (`[block][ξ][row][NB]`).
-fn gather(src: &[f32], rows: usize, xi: usize, blocks: usize, out: &mut [f32]) {
-    for (r, dst) in out.chunks_exact_mut(blocks * NB).enumerate() {
-        for (b, d) in dst.chunks_exact_mut(NB).enumerate() {
-            d.copy_from_slice(&src[((b * XI + xi) * rows + r) * NB..][..NB]);
-        }
-    }
 }
 
 /// [`DR`] rows of a [`dot_block`] operand: row `r`'s block `k` is
