@@ -5,9 +5,11 @@
 //! statistics. Per-channel reductions run in parallel over channels,
 //! element-wise passes in parallel over images.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
-use super::simd::{self, simd_fn};
+use super::simd::{self, simd_fn, written_by};
 
 /// The shape of a BatchNorm input: `n` images of `c` channels of `hw` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,7 +99,7 @@ simd_fn! {
     /// One plane of [`forward`]: `y = (x − m)·scale + shift [+ r]`, then
     /// ReLU when `relu`.
     fn plane_forward(
-        y: &mut [f32],
+        y: &mut [MaybeUninit<f32>],
         x: &[f32],
         r: Option<&[f32]>,
         relu: bool,
@@ -107,19 +109,19 @@ simd_fn! {
         match (r, relu) {
             (None, false) => {
                 for (o, &v) in y.iter_mut().zip(x) {
-                    *o = (v - m) * scale + shift;
+                    *o = MaybeUninit::new((v - m) * scale + shift);
                 }
             }
             (None, true) => {
                 for (o, &v) in y.iter_mut().zip(x) {
                     let t = (v - m) * scale + shift;
-                    *o = if t > 0.0 { t } else { 0.0 };
+                    *o = MaybeUninit::new(if t > 0.0 { t } else { 0.0 });
                 }
             }
             (Some(r), _) => {
                 for ((o, &v), &rv) in y.iter_mut().zip(x).zip(r) {
                     let t = (v - m) * scale + shift + rv;
-                    *o = if t > 0.0 { t } else { 0.0 };
+                    *o = MaybeUninit::new(if t > 0.0 { t } else { 0.0 });
                 }
             }
         }
@@ -137,26 +139,29 @@ pub(crate) fn forward(
 ) -> Vec<f32> {
     let (gamma, beta) = wb.split_at(g.c);
     let scale: Vec<f32> = gamma.iter().zip(&s.invstd).map(|(a, b)| a * b).collect();
-    let mut y = vec![0f32; x.len()];
     let img = g.image();
     if img == 0 {
-        return y;
+        return vec![0f32; x.len()];
     }
-    y.par_chunks_mut(img).enumerate().for_each(|(i, yimg)| {
-        let ximg = &x[i * img..(i + 1) * img];
-        let rimg = r.map(|r| &r[i * img..(i + 1) * img]);
-        for ch in 0..g.c {
-            let span = ch * g.hw..(ch + 1) * g.hw;
-            plane_forward(
-                &mut yimg[span.clone()],
-                &ximg[span.clone()],
-                rimg.map(|r| &r[span]),
-                act != Act::Identity,
-                (s.mean[ch], scale[ch], beta[ch]),
-            );
-        }
-    });
-    y
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(img).enumerate().for_each(|(i, yimg)| {
+            let ximg = &x[i * img..(i + 1) * img];
+            let rimg = r.map(|r| &r[i * img..(i + 1) * img]);
+            for ch in 0..g.c {
+                let span = ch * g.hw..(ch + 1) * g.hw;
+                plane_forward(
+                    &mut yimg[span.clone()],
+                    &ximg[span.clone()],
+                    rimg.map(|r| &r[span]),
+                    act != Act::Identity,
+                    (s.mean[ch], scale[ch], beta[ch]),
+                );
+            }
+        });
+    };
+    // SAFETY: the images' `c` planes of `hw` cover `x.len()` (`img` is
+    // `c·hw` and divides it), and `plane_forward` writes each element.
+    unsafe { written_by(x.len(), fill) }
 }
 
 simd_fn! {
@@ -186,8 +191,8 @@ simd_fn! {
     /// One plane of the input gradient: `out = c1·g − c2 − c3·(x − m)`,
     /// `g = dy` masked by `y > 0` when `mask`; and `dr = g` when given.
     fn plane_dx(
-        out: &mut [f32],
-        dr: Option<&mut [f32]>,
+        out: &mut [MaybeUninit<f32>],
+        dr: Option<&mut [MaybeUninit<f32>]>,
         xs: &[f32],
         ys: &[f32],
         ds: &[f32],
@@ -198,16 +203,16 @@ simd_fn! {
         if mask {
             for (((o, &x), &y), &d) in out.iter_mut().zip(xs).zip(ys).zip(ds) {
                 let gv = if y > 0.0 { d } else { 0.0 };
-                *o = c1 * gv - c2 - c3 * (x - m);
+                *o = MaybeUninit::new(c1 * gv - c2 - c3 * (x - m));
             }
             if let Some(dr) = dr {
                 for ((o, &y), &d) in dr.iter_mut().zip(ys).zip(ds) {
-                    *o = if y > 0.0 { d } else { 0.0 };
+                    *o = MaybeUninit::new(if y > 0.0 { d } else { 0.0 });
                 }
             }
         } else {
             for ((o, &x), &d) in out.iter_mut().zip(xs).zip(ds) {
-                *o = c1 * d - c2 - c3 * (x - m);
+                *o = MaybeUninit::new(c1 * d - c2 - c3 * (x - m));
             }
         }
     }
@@ -274,42 +279,53 @@ pub(crate) fn backward(
         })
         .collect();
     let img = g.image();
-    let mut dx = vec![0f32; x.len()];
-    let mut dr = if act == Act::AddRelu {
-        vec![0f32; x.len()]
-    } else {
-        Vec::new()
-    };
     if img == 0 {
-        return (dx, dwb, (act == Act::AddRelu).then_some(dr));
+        let zeros = || vec![0f32; x.len()];
+        return (zeros(), dwb, (act == Act::AddRelu).then(zeros));
     }
     // Pass 2 (per image): dx (and dr).
-    let work = |i: usize, dximg: &mut [f32], mut drimg: Option<&mut [f32]>| {
-        let base = i * img;
-        for (ch, &(c1, c2, c3)) in coef.iter().enumerate() {
-            let span = base + ch * hw..base + (ch + 1) * hw;
-            let local = ch * hw..(ch + 1) * hw;
-            plane_dx(
-                &mut dximg[local.clone()],
-                drimg.as_deref_mut().map(|d| &mut d[local]),
-                &x[span.clone()],
-                &y[span.clone()],
-                &dy[span],
-                masked,
-                (s.mean[ch], c1, c2, c3),
-            );
-        }
-    };
+    let work =
+        |i: usize, dximg: &mut [MaybeUninit<f32>], mut drimg: Option<&mut [MaybeUninit<f32>]>| {
+            let base = i * img;
+            for (ch, &(c1, c2, c3)) in coef.iter().enumerate() {
+                let span = base + ch * hw..base + (ch + 1) * hw;
+                let local = ch * hw..(ch + 1) * hw;
+                plane_dx(
+                    &mut dximg[local.clone()],
+                    drimg.as_deref_mut().map(|d| &mut d[local]),
+                    &x[span.clone()],
+                    &y[span.clone()],
+                    &dy[span],
+                    masked,
+                    (s.mean[ch], c1, c2, c3),
+                );
+            }
+        };
     if act == Act::AddRelu {
-        dx.par_chunks_mut(img)
-            .zip(dr.par_chunks_mut(img))
-            .enumerate()
-            .for_each(|(i, (a, b))| work(i, a, Some(b)));
+        let mut dr = Vec::new();
+        // SAFETY: the images' `c` planes of `hw` cover `x.len()`, and
+        // `plane_dx` writes each element of `out` and, masked (`AddRelu`
+        // is), of `dr`.
+        let dx = unsafe {
+            written_by(x.len(), |dx| {
+                dr = written_by(x.len(), |dr| {
+                    dx.par_chunks_mut(img)
+                        .zip(dr.par_chunks_mut(img))
+                        .enumerate()
+                        .for_each(|(i, (a, b))| work(i, a, Some(b)));
+                });
+            })
+        };
         (dx, dwb, Some(dr))
     } else {
-        dx.par_chunks_mut(img)
-            .enumerate()
-            .for_each(|(i, a)| work(i, a, None));
+        // SAFETY: as above, for `out`.
+        let dx = unsafe {
+            written_by(x.len(), |dx| {
+                dx.par_chunks_mut(img)
+                    .enumerate()
+                    .for_each(|(i, a)| work(i, a, None));
+            })
+        };
         (dx, dwb, None)
     }
 }

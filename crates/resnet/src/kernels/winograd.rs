@@ -47,7 +47,7 @@ use rayon::prelude::*;
 
 use super::conv::Geom;
 use super::level::{CpuLevel, dispatch};
-use super::simd::simd_fn;
+use super::simd::{simd_fn, written_by};
 
 /// Output tile side.
 const M: usize = 4;
@@ -180,12 +180,9 @@ fn fit(v: &mut Vec<f32>, len: usize) {
 /// The convolution of `x` (`n×c×h×w`) by the filters whose transform is
 /// in `b.u` ([`transform_filters`], `o` rows over `c` channels).
 fn run(n: usize, c: usize, o: usize, h: usize, w: usize, x: &[f32], b: &mut Buffers) -> Vec<f32> {
-    // Not zeroed: every element is written below (zeroing was 4 % of a
-    // width-64 32×32 forward pass in a profile).
     let len = n * o * h * w;
-    let mut y: Vec<f32> = Vec::with_capacity(len);
     if len == 0 {
-        return y;
+        return Vec::new();
     }
     let tiles = (h / M) * (w / M);
     let per_chunk = TARGET_COLUMNS.div_ceil(tiles).clamp(1, n);
@@ -194,30 +191,25 @@ fn run(n: usize, c: usize, o: usize, h: usize, w: usize, x: &[f32], b: &mut Buff
     fit(&mut b.v, cols * c * XI);
     fit(&mut b.m, row_blocks * MR * XI * cols);
     let level = dispatch();
-    let mut first = 0;
-    while first < n {
-        let count = per_chunk.min(n - first);
-        // Columns past the chunk's tiles (the last block's tail) hold stale
-        // values; their products are never read.
-        let used = (count * tiles).div_ceil(NB) * NB;
-        transform_inputs(c, h, w, &x[first * c * h * w..], count, &mut b.v);
-        gemms(level, c, row_blocks, &b.u, &b.v, cols, used, &mut b.m);
-        transform_outputs(
-            o,
-            h,
-            w,
-            &b.m,
-            cols,
-            count,
-            &mut y.spare_capacity_mut()[first * o * h * w..(first + count) * o * h * w],
-        );
-        first += count;
-    }
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        let mut first = 0;
+        while first < n {
+            let count = per_chunk.min(n - first);
+            // Columns past the chunk's tiles (the last block's tail) hold
+            // stale values; their products are never read.
+            let used = (count * tiles).div_ceil(NB) * NB;
+            transform_inputs(c, h, w, &x[first * c * h * w..], count, &mut b.v);
+            gemms(level, c, row_blocks, &b.u, &b.v, cols, used, &mut b.m);
+            let chunk = &mut y[first * o * h * w..(first + count) * o * h * w];
+            transform_outputs(o, h, w, &b.m, cols, count, chunk);
+            first += count;
+        }
+    };
     // SAFETY: the chunks cover all `n` images, and `transform_outputs`
     // writes every element of its chunk's `count·o` planes (each plane is
-    // tiled completely: `h` and `w` are multiples of 4, `applies`).
-    unsafe { y.set_len(len) };
-    y
+    // tiled completely: `h` and `w` are multiples of 4, `applies`). Not
+    // zeroed first: that was 4 % of a width-64 32×32 forward pass.
+    unsafe { written_by(len, fill) }
 }
 
 /// A shared pointer to an output buffer that several rayon tasks write
@@ -548,9 +540,9 @@ impl Scratch {
 }
 
 /// The second pass of a block transform: for each `r'`, `f` of row `r'`
-/// of the first pass (`$e`, `[column][r'][lane]`, `$side` columns) into
-/// the six rows `r'·6 + s'` of `$rows`, vectorised across the lanes. A
-/// macro for the reason [`six_rows!`] is.
+/// of the first pass (`$e`, `[column][r'][lane]`; `$q(k)` is column `k`'s
+/// lanes) into the six rows `r'·6 + s'` of `$rows`, vectorised across the
+/// lanes. A macro for the reason [`six_rows!`] is.
 macro_rules! along_rows {
     ($e:expr, $rows:expr, |$q:ident, $j:ident| $f:expr) => {
         let mut rows = $rows.into_iter();
