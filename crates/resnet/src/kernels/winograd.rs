@@ -251,7 +251,7 @@ fn transform_filters(rows: usize, depth: usize, w: &[f32], transposed: bool, u: 
             // rows past `rows` repeat the block's first.
             let row = |r: usize| &outs[if r < live { r } else { 0 } * XI * depth..][..XI * depth];
             let (s0, s1, s2, s3, s4, s5) = (row(0), row(1), row(2), row(3), row(4), row(5));
-            for (i, dst) in ub.chunks_exact_mut(MR).enumerate().take(XI * depth) {
+            for (i, dst) in ub.chunks_exact_mut(MR).enumerate() {
                 dst.copy_from_slice(&[s0[i], s1[i], s2[i], s3[i], s4[i], s5[i]]);
             }
         },
@@ -269,17 +269,22 @@ macro_rules! six_rows {
         let (r2, rest) = rest.split_at_mut($stride);
         let (r3, rest) = rest.split_at_mut($stride);
         let (r4, r5) = rest.split_at_mut($stride);
-        let (base, len) = ($base, $len);
-        let (r0, r1, r2) = (
-            &mut r0[base..base + len],
-            &mut r1[base..base + len],
-            &mut r2[base..base + len],
-        );
-        let (r3, r4, r5) = (
-            &mut r3[base..base + len],
-            &mut r4[base..base + len],
-            &mut r5[base..base + len],
-        );
+        let base = $base;
+        let (r0, r1, r2) = (&mut r0[base..], &mut r1[base..], &mut r2[base..]);
+        let (r3, r4, r5) = (&mut r3[base..], &mut r4[base..], &mut r5[base..]);
+        store_six!((r0, r1, r2, r3, r4, r5), $len, |$x| $f);
+    }};
+}
+
+/// `$f` (six values) for every `$x < $len` into the first `$len` elements
+/// of six slices: value `i` to slice `i`. The store loop of [`six_rows!`]
+/// and [`along_rows!`].
+macro_rules! store_six {
+    (($r0:ident, $r1:ident, $r2:ident, $r3:ident, $r4:ident, $r5:ident), $len:expr,
+     |$x:ident| $f:expr) => {{
+        let len = $len;
+        let (r0, r1, r2) = (&mut $r0[..len], &mut $r1[..len], &mut $r2[..len]);
+        let (r3, r4, r5) = (&mut $r3[..len], &mut $r4[..len], &mut $r5[..len]);
         for $x in 0..len {
             let v = $f;
             r0[$x] = v[0];
@@ -550,17 +555,7 @@ macro_rules! along_rows {
             let $q = |k: usize| &$e[(k * ALPHA + rr) * NB..][..NB];
             let mut next = || rows.next().unwrap_or_default();
             let (r0, r1, r2, r3, r4, r5) = (next(), next(), next(), next(), next(), next());
-            let (r0, r1, r2) = (&mut r0[..NB], &mut r1[..NB], &mut r2[..NB]);
-            let (r3, r4, r5) = (&mut r3[..NB], &mut r4[..NB], &mut r5[..NB]);
-            for $j in 0..NB {
-                let v = $f;
-                r0[$j] = v[0];
-                r1[$j] = v[1];
-                r2[$j] = v[2];
-                r3[$j] = v[3];
-                r4[$j] = v[4];
-                r5[$j] = v[5];
-            }
+            store_six!((r0, r1, r2, r3, r4, r5), NB, |$j| $f);
         }
     };
 }
