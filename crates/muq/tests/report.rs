@@ -849,6 +849,7 @@ fn training_log(l0: f64, a0: f64, epochs: usize) -> TrainReport {
             })
             .collect(),
         seconds: 10.0 * epochs as f64,
+        resumed_at: Vec::new(),
     }
 }
 

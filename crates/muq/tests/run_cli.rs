@@ -419,6 +419,94 @@ fn a_corrupt_cache_entry_is_found_and_rebuilt() {
     }
 }
 
+/// A run killed while its base model trains continues from the training
+/// state in the cache entry, and ends with the model (to the bit) and the
+/// metrics of a run never interrupted; the state is gone once the entry is
+/// complete.
+#[test]
+fn a_run_killed_while_training_continues_to_the_same_result() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = dataset(tmp.path());
+    // 3 steps an epoch: the state is saved at each epoch's end, and 5
+    // epochs remain when the first appears.
+    let long = ["train.epochs=6", "train.batch_size=100"];
+    let whole = run(&data_dir, &tmp.path().join("a/run"), &long);
+
+    let out = tmp.path().join("b/run");
+    let mut cmd = muq();
+    cmd.env_remove("MUQ_KERNELS")
+        .arg("run")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for s in SMALL.iter().chain(&long) {
+        cmd.args(["--set", s]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let cache = tmp.path().join("b/cache");
+    let state = || {
+        std::fs::read_dir(&cache).ok().and_then(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path().join("train-state.safetensors"))
+                .find(|p| p.exists())
+        })
+    };
+    let start = Instant::now();
+    let saved = loop {
+        if let Some(p) = state() {
+            break p;
+        }
+        assert!(start.elapsed() < Duration::from_secs(600), "no state saved");
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended before it could be killed: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.join("result.json").exists(), "killed before the end");
+
+    let resumed = run(&data_dir, &out, &long);
+    assert!(
+        !saved.exists(),
+        "the state is removed once the entry is whole"
+    );
+    let points = &resumed.training.resumed_at;
+    assert_eq!(points.len(), 1, "{points:?}");
+    assert!(points[0].epoch > 1 && points[0].step == 0, "{points:?}");
+    assert!(whole.training.resumed_at.is_empty());
+    let epochs = |r: &RunResult| -> Vec<(usize, f64, f64)> {
+        r.training
+            .epochs
+            .iter()
+            .map(|e| (e.epoch, e.loss, e.accuracy))
+            .collect()
+    };
+    assert_eq!(epochs(&resumed), epochs(&whole));
+    for (x, y) in whole.states.iter().zip(&resumed.states) {
+        assert_eq!((&x.name, &x.metrics), (&y.name, &y.metrics));
+    }
+    let model = |dir: &str| {
+        let entry = std::fs::read_dir(tmp.path().join(dir))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        std::fs::read(entry.path().join("model.safetensors")).unwrap()
+    };
+    assert_eq!(
+        model("a/cache"),
+        model("b/cache"),
+        "the same model, to the bit"
+    );
+}
+
 /// `--base-model` starts from a PyTorch checkpoint (the fixture of
 /// crates/resnet/tests/torch_interop.rs) instead of training, records it in
 /// the provenance, and `--export-models` writes every state back in

@@ -25,7 +25,7 @@ pub fn config_path(path: &Path) -> PathBuf {
     path.with_extension("json")
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ResnetError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ResnetError + '_ {
     move |source| ResnetError::Io {
         path: path.to_path_buf(),
         source,
@@ -248,7 +248,7 @@ pub fn export_torch(model: &ResNet, path: &Path, batches: i64) -> Result<()> {
     Ok(())
 }
 
-fn tmp_name(path: &Path) -> PathBuf {
+pub(crate) fn tmp_name(path: &Path) -> PathBuf {
     let mut name = path
         .file_name()
         .map(|n| n.to_os_string())

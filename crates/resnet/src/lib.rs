@@ -11,7 +11,8 @@
 //! - a clear split between trainable parameters and BatchNorm running
 //!   statistics ([`ParamKind`]);
 //! - BatchNorm and SGD (momentum, weight decay) with PyTorch semantics;
-//! - [`train`], [`logits`] (incl. MC dropout), [`grad_sum`] (the building
+//! - [`train`] (or [`train_resumable`], which survives being stopped),
+//!   [`logits`] (incl. MC dropout), [`grad_sum`] (the building
 //!   block of unlearning) and safetensors [`checkpoint`]s.
 //!
 //! ```
@@ -44,6 +45,7 @@ pub mod init;
 pub mod jvp;
 pub mod kernels;
 mod model;
+mod resume;
 mod sgd;
 mod train;
 
@@ -53,7 +55,9 @@ pub use grads::{Gradients, ParamVector};
 pub use infer::{Logits, Passes, logits};
 pub use kernels::Kernels;
 pub use model::{BN_EPS, BnMode, Param, ParamKind, ResNet, ResNetConfig, cross_entropy_sum};
+pub use resume::Resume;
 pub use sgd::{Sgd, SgdConfig};
 pub use train::{
-    EpochStats, Progress, StepBackward, StepForward, TrainConfig, TrainReport, TrainStep, train,
+    EpochStats, Progress, ResumePoint, StepBackward, StepForward, TrainConfig, TrainReport,
+    TrainStep, Trained, train, train_resumable,
 };

@@ -121,6 +121,38 @@ impl Sgd {
         self.kernels = kernels;
     }
 
+    /// The momentum buffers of `params` (the parameters [`Sgd::step`] is
+    /// given, in its order): `None` for each before the first step, and
+    /// always with momentum 0. With [`Sgd::set_momentum_buffers`], what a
+    /// saved training state needs to continue bit for bit.
+    ///
+    /// # Errors
+    /// A buffer that does not fit its parameter's shape.
+    pub fn momentum_buffers(&self, params: &[&Var]) -> Result<Vec<Option<Tensor>>> {
+        if self.momentum_buffers.is_empty() {
+            return Ok(vec![None; params.len()]);
+        }
+        params
+            .iter()
+            .zip(&self.momentum_buffers)
+            .map(|(var, buf)| {
+                Ok(match buf {
+                    None => None,
+                    Some(Buffer::Tensor(t)) => Some(t.detach()),
+                    Some(Buffer::Host(b)) => {
+                        Some(Tensor::from_slice(b, var.shape(), var.device())?)
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Replaces the momentum buffers, one per parameter in [`Sgd::step`]'s
+    /// order (from [`Sgd::momentum_buffers`] of an earlier optimiser).
+    pub fn set_momentum_buffers(&mut self, buffers: Vec<Option<Tensor>>) {
+        self.momentum_buffers = buffers.into_iter().map(|b| b.map(Buffer::Tensor)).collect();
+    }
+
     /// One update of `params` with `grads` (same order and shapes every call).
     ///
     /// Everything stored is detached from the autograd graph, so memory stays
@@ -134,6 +166,16 @@ impl Sgd {
         }
         if self.momentum_buffers.is_empty() {
             self.momentum_buffers = params.iter().map(|_| None).collect();
+        }
+        if self.momentum_buffers.len() != params.len() {
+            return Err(ResnetError::Config {
+                field: "momentum_buffers",
+                reason: format!(
+                    "{} momentum buffers for {} parameters",
+                    self.momentum_buffers.len(),
+                    params.len()
+                ),
+            });
         }
         let SgdConfig {
             lr,

@@ -254,3 +254,108 @@ fn memory_stays_flat_over_many_steps() -> muq_resnet::Result<()> {
     );
     Ok(())
 }
+
+/// A training stopped every few steps and continued by a fresh model (as a
+/// new process would) ends with the bits, epoch losses and accuracies of
+/// one run in one go — with dropout, whose stream position the state keeps,
+/// and with the state saved both mid-epoch and at epoch ends.
+#[test]
+fn a_training_stopped_and_resumed_gives_the_same_bits() -> muq_resnet::Result<()> {
+    use muq_resnet::{ResNet, ResNetConfig, Resume, ResumePoint, Trained, train_resumable};
+    let (ds, idx) = synthetic_train(64, 5);
+    let cfg = TrainConfig {
+        epochs: 3,
+        batch_size: 16,
+        ..Default::default()
+    };
+    let fresh = || {
+        let c = ResNetConfig {
+            width: 4,
+            dropout: 0.5,
+            ..Default::default()
+        };
+        ResNet::new(
+            &c,
+            &mut muq_data::rng::stream(3, muq_data::rng::INIT),
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    let whole = fresh();
+    let want = train(&whole, &ds, &idx, &cfg, 9, Progress::Silent)?;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut resume = Resume::new(dir.path().join("state.safetensors"), 2);
+    resume.stop_after_steps = Some(3);
+    let mut pauses = Vec::new();
+    let (model, got) = loop {
+        let m = fresh();
+        match train_resumable(&m, &ds, &idx, &cfg, 9, Progress::Silent, &resume)? {
+            Trained::Paused(at) => pauses.push(at),
+            Trained::Finished(report) => break (m, report),
+        }
+        assert!(pauses.len() < 10, "never finishes: {pauses:?}");
+    };
+    let at = |epoch, step| ResumePoint { epoch, step };
+    // 4 steps an epoch, 3 a call.
+    assert_eq!(pauses, [at(1, 3), at(2, 2), at(3, 1)]);
+    assert_eq!(got.resumed_at, pauses);
+    assert_eq!(weights(&model), weights(&whole));
+    for (g, w) in got.epochs.iter().zip(&want.epochs) {
+        assert_eq!((g.epoch, g.loss, g.accuracy), (w.epoch, w.loss, w.accuracy));
+    }
+    assert_eq!(got.epochs.len(), 3);
+
+    // The finished state gives the finished report at once.
+    let m = fresh();
+    let Trained::Finished(again) =
+        train_resumable(&m, &ds, &idx, &cfg, 9, Progress::Silent, &resume)?
+    else {
+        panic!("a finished state pauses")
+    };
+    assert_eq!(weights(&m), weights(&whole));
+    assert_eq!(again.epochs.len(), 3);
+    Ok(())
+}
+
+/// A state saved by another training is refused, naming the file and what
+/// to do, before any step; so is a file that is not a training state.
+#[test]
+fn a_state_from_another_training_is_refused() -> muq_resnet::Result<()> {
+    use muq_resnet::{Resume, Trained, train_resumable};
+    let (ds, idx) = synthetic_train(32, 5);
+    let cfg = TrainConfig {
+        epochs: 2,
+        batch_size: 16,
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.safetensors");
+    let mut resume = Resume::new(&path, 0);
+    resume.stop_after_steps = Some(2);
+    let r = train_resumable(&model(4, 1), &ds, &idx, &cfg, 1, Progress::Silent, &resume)?;
+    assert!(matches!(r, Trained::Paused(_)));
+    for (seed, indices, width) in [(2, &idx[..], 4), (1, &idx[..31], 4), (1, &idx[..], 8)] {
+        let e = train_resumable(
+            &model(width, 1),
+            &ds,
+            indices,
+            &cfg,
+            seed,
+            Progress::Silent,
+            &resume,
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, ResnetError::Checkpoint { .. }), "{msg}");
+        assert!(
+            msg.contains("state.safetensors") && msg.contains("delete it"),
+            "{msg}"
+        );
+    }
+    muq_resnet::checkpoint::save(&model(4, 1), &path)?;
+    let e =
+        train_resumable(&model(4, 1), &ds, &idx, &cfg, 1, Progress::Silent, &resume).unwrap_err();
+    assert!(e.to_string().contains("not a training state"), "{e}");
+    Ok(())
+}

@@ -6,7 +6,9 @@ use std::path::Path;
 use anyhow::Context as _;
 use candle_core::Device;
 use muq_data::{Dataset, rng};
-use muq_resnet::{Kernels, ResNet, TrainReport, checkpoint, train};
+use muq_resnet::{
+    Kernels, ResNet, ResnetError, Resume, TrainReport, Trained, checkpoint, train_resumable,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -238,29 +240,67 @@ fn load_or_train(
     );
     // A run killed while saving this entry leaves temporaries behind.
     crate::result::remove_stale_temporaries(&dir)?;
-    let mut model = ResNet::new(
-        &cfg.model,
-        &mut rng::stream(key.seed, rng::INIT),
-        &opts.device,
-    )?;
-    model.set_kernels(kernels);
+    let fresh = || -> anyhow::Result<ResNet> {
+        let mut model = ResNet::new(
+            &cfg.model,
+            &mut rng::stream(key.seed, rng::INIT),
+            &opts.device,
+        )?;
+        model.set_kernels(kernels);
+        Ok(model)
+    };
     let all: Vec<usize> = (0..trained_on.len()).collect();
-    let report = train(
-        &model,
-        trained_on,
-        &all,
-        &cfg.train.config(),
-        key.seed,
-        opts.progress,
-    )?;
+    let state = dir.join(TRAIN_STATE_FILE);
+    let resume = Resume::new(&state, TRAIN_STATE_EVERY_STEPS);
+    let train = |model: &ResNet| {
+        train_resumable(
+            model,
+            trained_on,
+            &all,
+            &cfg.train.config(),
+            key.seed,
+            opts.progress,
+            &resume,
+        )
+    };
+    let mut model = fresh()?;
+    let trained = match train(&model) {
+        Err(ResnetError::Checkpoint { reason, .. }) if state.exists() => {
+            // Always shown: it costs the training done so far.
+            eprintln!(
+                "warning: the saved training state {} is unusable ({reason}); training from the \
+                 start",
+                state.display()
+            );
+            std::fs::remove_file(&state)
+                .with_context(|| format!("removing the unusable {}", state.display()))?;
+            model = fresh()?;
+            train(&model)?
+        }
+        other => other?,
+    };
+    let Trained::Finished(report) = trained else {
+        anyhow::bail!("training paused without a step limit (a bug)");
+    };
     write_json(&dir.join("key.json"), key)?;
     checkpoint::save(&model, &ckpt)?;
     let digest = file_sha256(&ckpt)?;
     crate::result::write_atomic(&sum, format!("{digest}\n").as_bytes())?;
     // The log last: its presence marks a complete cache entry.
     write_json(&log, &report)?;
+    // The entry is complete: the state it was trained through is not needed.
+    std::fs::remove_file(&state).with_context(|| format!("removing {}", state.display()))?;
     Ok((model, report, false))
 }
+
+/// The file of a cache entry holding the state of its model's training
+/// while it runs ([`muq_resnet::train_resumable`]): a run killed during
+/// training continues from it, to the same bits.
+pub const TRAIN_STATE_FILE: &str = "train-state.safetensors";
+
+/// How often (in steps) the training state is saved: at full size, every
+/// two to five minutes on two cores, for about 0.2 s of writing (90 MB).
+pub const TRAIN_STATE_EVERY_STEPS: usize = 50;
 
 /// The file of a cache entry holding the SHA-256 of its `model.safetensors`.
 pub const CHECKSUM_FILE: &str = "model.safetensors.sha256";
