@@ -193,7 +193,7 @@ pub fn measure(args: &BenchConfig) -> anyhow::Result<BenchReport> {
     let mut eval = vec![];
     for step in 0..args.warmup + steps {
         let t0 = Instant::now();
-        let out = model.forward(&x, BnMode::Eval, None)?.detach();
+        let out = model.infer(&x, BnMode::Eval, None)?;
         device.synchronize()?;
         drop(out);
         if step >= args.warmup {

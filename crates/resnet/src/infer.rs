@@ -66,11 +66,7 @@ pub fn logits(
         let mut blocks = Vec::with_capacity(indices.len().div_ceil(batch_size.max(1)));
         for batch in data.batches(indices, batch_size, device) {
             let (x, _) = batch?;
-            blocks.push(
-                model
-                    .forward(&x, BnMode::Eval, dropout_rng.as_mut())?
-                    .detach(),
-            );
+            blocks.push(model.infer(&x, BnMode::Eval, dropout_rng.as_mut())?);
         }
         let all = if blocks.is_empty() {
             Vec::new()

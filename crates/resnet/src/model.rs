@@ -199,6 +199,23 @@ impl Builder<'_> {
     }
 }
 
+thread_local! {
+    /// Set while [`ResNet::infer`] runs on this thread: parameters are read
+    /// detached, so candle records no autograd graph.
+    static INFERRING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `t` as the pass under way reads it: detached (sharing its storage, no
+/// copy) inside [`ResNet::infer`], so that no op records a graph and each
+/// intermediate tensor is freed as soon as the next layer has read it.
+fn param(t: &Tensor) -> Tensor {
+    if INFERRING.get() {
+        t.detach()
+    } else {
+        t.clone()
+    }
+}
+
 /// A bias-free 2-D convolution with "same" padding.
 #[derive(Clone, Debug)]
 struct Conv2d {
@@ -211,7 +228,7 @@ impl Conv2d {
     fn forward(&self, x: &Tensor, k: Kernels) -> Result<Tensor> {
         Ok(kernels::conv2d(
             x,
-            &self.weight,
+            &param(&self.weight),
             self.stride,
             self.padding,
             k,
@@ -302,11 +319,12 @@ impl BatchNorm2d {
             }
         }
         if k.is_muq() && kernels::runs_on(x) {
+            let (weight, bias) = (param(&self.weight), param(&self.bias));
             let params = kernels::BnParams {
-                weight: &self.weight,
-                bias: &self.bias,
-                running_mean: self.running_mean.as_tensor(),
-                running_var: self.running_var.as_tensor(),
+                weight: &weight,
+                bias: &bias,
+                running_mean: &param(self.running_mean.as_tensor()),
+                running_var: &param(self.running_var.as_tensor()),
                 eps: self.eps,
             };
             let act = match after {
@@ -336,13 +354,13 @@ impl BatchNorm2d {
     fn forward_stock(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
         let c = x.dim(1)?;
         let shape = (1, c, 1, 1);
-        let w = self.weight.reshape(shape)?;
-        let b = self.bias.reshape(shape)?;
+        let w = param(&self.weight).reshape(shape)?;
+        let b = param(&self.bias).reshape(shape)?;
         match mode {
             BnMode::Eval => {
                 let frozen = FrozenBn::new(
-                    &self.weight,
-                    &self.bias,
+                    &param(&self.weight),
+                    &param(&self.bias),
                     &self.running_mean.as_detached_tensor(),
                     &self.running_var.as_detached_tensor(),
                     self.eps,
@@ -665,8 +683,33 @@ impl ResNet {
             feat = feat.broadcast_mul(&self.dropout_mask(feat.dims(), rng)?)?;
         }
         Ok(feat
-            .matmul(&self.fc_weight.t()?)?
-            .broadcast_add(&self.fc_bias)?)
+            .matmul(&param(&self.fc_weight).t()?)?
+            .broadcast_add(&param(&self.fc_bias))?)
+    }
+
+    /// [`ResNet::forward`] without the autograd graph, for evaluation: the
+    /// same bits, but candle records nothing, so each layer's input is
+    /// freed once the next has read it (a recorded pass keeps every
+    /// intermediate tensor until its output is dropped). Gradients of the
+    /// result are not available.
+    ///
+    /// # Errors
+    /// As [`ResNet::forward`].
+    pub fn infer(
+        &self,
+        x: &Tensor,
+        bn: BnMode,
+        dropout_rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<Tensor> {
+        /// Clears the flag however the pass ends.
+        struct Reset(bool);
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                INFERRING.set(self.0);
+            }
+        }
+        let _reset = Reset(INFERRING.replace(true));
+        self.forward(&x.detach(), bn, dropout_rng)
     }
 
     /// An inverted-dropout mask: 0 with probability p, else 1/(1−p).

@@ -196,3 +196,53 @@ fn mc_dropout_passes_are_stochastic_but_seeded() -> muq_resnet::Result<()> {
     assert!(logits(&model(4, 0), &ds, &idx, 4, mc).is_err());
     Ok(())
 }
+
+/// `infer` computes `forward`'s bits (eval mode, and with dropout drawn from
+/// the same stream) on every kernel path, records no graph, and leaves
+/// later `forward` passes recording theirs.
+#[test]
+fn infer_gives_forwards_bits_without_a_graph() -> muq_resnet::Result<()> {
+    use muq_resnet::Kernels;
+    let cfg = ResNetConfig {
+        width: 8,
+        dropout: 0.5,
+        ..Default::default()
+    };
+    let x = Tensor::randn(0f32, 1.0, (6, 3, 32, 32), &Device::Cpu)?;
+    let bits = |t: &Tensor| -> Vec<u32> {
+        t.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    for k in Kernels::ALL {
+        let mut m = ResNet::new(&cfg, &mut rng::stream(4, rng::INIT), &Device::Cpu)?;
+        m.set_kernels(k);
+        let want = m.forward(&x, BnMode::Eval, None)?;
+        let got = m.infer(&x, BnMode::Eval, None)?;
+        assert_eq!(bits(&got), bits(&want), "{k}");
+        let mc = |f: &dyn Fn(&mut rand_chacha::ChaCha8Rng) -> Tensor| {
+            f(&mut rng::stream(4, "mc_dropout"))
+        };
+        assert_eq!(
+            bits(&mc(&|r| m.infer(&x, BnMode::Eval, Some(r)).unwrap())),
+            bits(&mc(&|r| m.forward(&x, BnMode::Eval, Some(r)).unwrap())),
+            "{k}: with dropout"
+        );
+        let w = m.trainable().next().unwrap().var.as_tensor().clone();
+        let grads = got.sum_all()?.backward()?;
+        assert!(grads.get(&w).is_none(), "{k}: infer recorded a graph");
+        let grads = want.sum_all()?.backward()?;
+        assert!(grads.get(&w).is_some(), "{k}: forward records its graph");
+        let again = m.forward(&x, BnMode::Eval, None)?;
+        let grads = again.sum_all()?.backward()?;
+        assert!(
+            grads.get(&w).is_some(),
+            "{k}: forward after infer records its graph"
+        );
+    }
+    Ok(())
+}

@@ -385,7 +385,7 @@ pub(crate) fn scrub(c: &ScrubConfig, ctx: &UnlearnContext<'_>) -> Result<Outcome
                 let order = epoch_order(ctx.forget, forget_seed, epoch - 1);
                 for batch in batches(&order, c.forget_batch_size) {
                     let (x, _) = ctx.forget_data.batch(batch, &device)?;
-                    let t = teacher.forward(&x, BnMode::Eval, None)?.detach();
+                    let t = teacher.infer(&x, BnMode::Eval, None)?;
                     let s = student.forward(&x, BnMode::Train, Some(&mut dropout))?;
                     let kl = distill_kl(&s, &t, c.kd_t)?;
                     sum -= stepper.step(&kl.neg()?, 0.0)? * batch.len() as f64;
@@ -400,7 +400,7 @@ pub(crate) fn scrub(c: &ScrubConfig, ctx: &UnlearnContext<'_>) -> Result<Outcome
             let order = epoch_order(ctx.retain, retain_seed, epoch - 1);
             for batch in batches(&order, c.batch_size) {
                 let (x, y) = ctx.trained_on.batch(batch, &device)?;
-                let t = teacher.forward(&x, BnMode::Eval, None)?.detach();
+                let t = teacher.infer(&x, BnMode::Eval, None)?;
                 let s = student.forward(&x, BnMode::Train, Some(&mut dropout))?;
                 let ce = ce_mean(&s, &y)?;
                 let kl = distill_kl(&s, &t, c.kd_t)?;

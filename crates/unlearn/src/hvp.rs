@@ -363,7 +363,7 @@ impl LogitModel for ResNetObjective<'_> {
         let mut blocks = Vec::with_capacity(self.indices.len().div_ceil(self.batch_size));
         for batch in self.data.batches(&self.indices, self.batch_size, device) {
             let (x, _) = batch?;
-            blocks.push(self.model.forward(&x, BnMode::Eval, None)?.detach());
+            blocks.push(self.model.infer(&x, BnMode::Eval, None)?);
         }
         Ok(Tensor::cat(&blocks, 0)?)
     }
