@@ -7,7 +7,7 @@ use std::process::Command;
 use muq::result::RunResult;
 
 mod common;
-use common::{SMALL, dataset, muq, run, run_with};
+use common::{SMALL, dataset, muq, run, run_command, run_with};
 
 fn check_ranges(r: &RunResult) {
     for s in &r.states {
@@ -435,20 +435,11 @@ fn a_run_killed_while_training_continues_to_the_same_result() {
     let whole = run(&data_dir, &tmp.path().join("a/run"), &long);
 
     let out = tmp.path().join("b/run");
-    let mut cmd = muq();
-    cmd.env_remove("MUQ_KERNELS")
-        .arg("run")
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .arg("--out")
-        .arg(&out)
-        .arg("--quiet")
+    let mut child = run_command(&data_dir, &out, &long)
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for s in SMALL.iter().chain(&long) {
-        cmd.args(["--set", s]);
-    }
-    let mut child = cmd.spawn().unwrap();
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let cache = tmp.path().join("b/cache");
     let state = || {
         std::fs::read_dir(&cache).ok().and_then(|rd| {

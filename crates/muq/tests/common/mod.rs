@@ -36,10 +36,11 @@ pub fn run(data_dir: &Path, out: &Path, extra: &[&str]) -> RunResult {
     run_with(data_dir, out, extra, &[])
 }
 
-/// [`run`] with environment variables set for the process.
-pub fn run_with(data_dir: &Path, out: &Path, extra: &[&str], env: &[(&str, &str)]) -> RunResult {
+/// The command [`run`] runs: `muq run --quiet` on `data_dir` with [`SMALL`]
+/// and `extra`, on the default kernels.
+pub fn run_command(data_dir: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut cmd = muq();
-    cmd.env_remove("MUQ_KERNELS").envs(env.iter().copied());
+    cmd.env_remove("MUQ_KERNELS");
     cmd.arg("run")
         .arg("--data-dir")
         .arg(data_dir)
@@ -49,6 +50,13 @@ pub fn run_with(data_dir: &Path, out: &Path, extra: &[&str], env: &[(&str, &str)
     for s in SMALL.iter().chain(extra) {
         cmd.args(["--set", s]);
     }
+    cmd
+}
+
+/// [`run`] with environment variables set for the process.
+pub fn run_with(data_dir: &Path, out: &Path, extra: &[&str], env: &[(&str, &str)]) -> RunResult {
+    let mut cmd = run_command(data_dir, out, extra);
+    cmd.envs(env.iter().copied());
     let output = cmd.output().expect("run muq");
     assert!(
         output.status.success(),
