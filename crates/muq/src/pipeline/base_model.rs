@@ -289,7 +289,12 @@ fn load_or_train(
     // The log last: its presence marks a complete cache entry.
     write_json(&log, &report)?;
     // The entry is complete: the state it was trained through is not needed.
-    std::fs::remove_file(&state).with_context(|| format!("removing {}", state.display()))?;
+    match std::fs::remove_file(&state) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing {}", state.display()));
+        }
+        _ => {}
+    }
     Ok((model, report, false))
 }
 
