@@ -630,6 +630,7 @@ const WINOGRAD_SHAPES: &[(usize, usize, usize, usize, usize)] = &[
     (20, 17, 8, 12, 19), // 6 tiles a plane: planes straddle column blocks
     (1, 16, 16, 16, 40), // batch 1, output rows past a 6-row block
     (70, 24, 4, 8, 16),  // several chunks and a partial last one
+    (2, 130, 4, 4, 128), // the filter gradient's outer products by default
 ];
 
 /// Largest `|a − b| / (1 + max |b|)` over the elements.
@@ -675,9 +676,34 @@ fn winograd_matches_stock_values_and_gradients() {
             assert_eq!(bits(&dx2), bits(&dx), "conv2d_input_grad, {tag}");
             let dw2 = conv2d_weight_grad(&x, w.dims(), &r, 1, 1, Kernels::Winograd).unwrap();
             assert_eq!(bits(&dw2), bits(&dw), "conv2d_weight_grad, {tag}");
+            // Both ways of summing the filter gradient, whichever the
+            // shape takes by default.
+            let [dw_dot, dw_outer] = [false, true].map(|outer| {
+                winograd::force_outer(outer, || {
+                    conv2d_weight_grad(&x, w.dims(), &r, 1, 1, Kernels::Winograd).unwrap()
+                })
+            });
+            for (what, d) in [
+                ("dw (dot products)", &dw_dot),
+                ("dw (outer products)", &dw_outer),
+            ] {
+                let e = rel_err(d, &dws);
+                eprintln!("winograd {tag}: {what} relative error {e:.1e}");
+                assert!(e <= WINOGRAD_TOL, "{what}, {tag}: relative error {e:e}");
+            }
+            let default = if winograd::outer_products(o, c) {
+                &dw_outer
+            } else {
+                &dw_dot
+            };
+            assert_eq!(
+                bits(default),
+                bits(&dw),
+                "default filter-gradient path, {tag}"
+            );
             by_level.push((
                 level,
-                [bits(&y), bits(&dx), bits(&dw)]
+                [bits(&y), bits(&dx), bits(&dw_dot), bits(&dw_outer)]
                     .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()),
             ));
         });
@@ -685,7 +711,8 @@ fn winograd_matches_stock_values_and_gradients() {
         // order, so they agree to the bit, gradients included.
         let of = |l: CpuLevel| by_level.iter().find(|(k, _)| *k == l).map(|(_, v)| v);
         if let (Some(v3), Some(v4)) = (of(CpuLevel::V3), of(CpuLevel::V4)) {
-            for (what, (a, b)) in ["y", "dx", "dw"].iter().zip(v3.iter().zip(v4)) {
+            let whats = ["y", "dx", "dw (dot products)", "dw (outer products)"];
+            for (what, (a, b)) in whats.iter().zip(v3.iter().zip(v4)) {
                 assert!(a == b, "{what}: v3 and v4 differ for x {:?}", x.dims());
             }
         }

@@ -13,8 +13,9 @@
 //! of 144·O·C, 4× fewer than a direct convolution. The transforms cost
 //! O(C + O) per tile and run vectorised; the GEMMs run on muq's own
 //! micro-kernels over operands the transforms write already packed (no
-//! GEMM-side packing, but for the filter gradient's one gather of each
-//! ξ's rows), per instruction-set level: AVX-512 and
+//! GEMM-side packing, but for the filter gradient from 128 channels,
+//! whose operands are transposed per ξ: [`outer_gemms`]), per
+//! instruction-set level: AVX-512 and
 //! AVX2 + FMA intrinsics, and portable Rust for the baseline and for other
 //! architectures.
 //!
@@ -61,6 +62,12 @@ const MR: usize = 6;
 const NB: usize = 64;
 /// Aim for this many GEMM columns (tiles) per chunk of images.
 const TARGET_COLUMNS: usize = 512;
+/// Smallest input and output channel count whose filter gradient runs
+/// on [`outer_gemms`] rather than [`dot_gemms`]: on the Xeon of
+/// `docs/benchmarks.md`, 25–30 % faster at 512 channels (4×4 planes),
+/// 10–20 % at 256, even at 128, 25 % slower at 64, where transposing the
+/// operands costs as much as the multiplies it speeds up.
+const OUTER_MIN_CHANNELS: usize = 128;
 /// Smallest channel count that takes this path (the stem's 3 channels
 /// make each GEMM too shallow to pay for the transforms).
 const MIN_CHANNELS: usize = 16;
@@ -121,6 +128,7 @@ pub(crate) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         fit(&mut b.m, cols * o * XI);
         fit(&mut b.u, XI * o * c);
         let level = dispatch();
+        let outer = outer_products(o, c);
         let mut first = 0;
         while first < n {
             let count = per_chunk.min(n - first);
@@ -137,7 +145,11 @@ pub(crate) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                     row[lane..].fill(0.0);
                 }
             }
-            dot_gemms(level, o, c, &b.m, &b.v, used / NB, first > 0, &mut b.u);
+            if outer {
+                outer_gemms(level, o, c, &b.m, &b.v, used / NB, first > 0, &mut b.u);
+            } else {
+                dot_gemms(level, o, c, &b.m, &b.v, used / NB, first > 0, &mut b.u);
+            }
             first += count;
         }
         untransform_filters(o, c, &b.u, &mut dw);
@@ -603,10 +615,116 @@ simd_fn! {
     }
 }
 
+/// Whether the filter gradient's GEMMs run on [`outer_gemms`] (at least
+/// [`OUTER_MIN_CHANNELS`] channels in and out) or [`dot_gemms`]; tests
+/// force either ([`force_outer`]).
+pub(crate) fn outer_products(o: usize, c: usize) -> bool {
+    #[cfg(test)]
+    if let Some(forced) = FORCE_OUTER.with(std::cell::Cell::get) {
+        return forced;
+    }
+    o.min(c) >= OUTER_MIN_CHANNELS
+}
+
+#[cfg(test)]
+thread_local! {
+    static FORCE_OUTER: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with this thread's filter gradients on [`outer_gemms`]
+/// (`outer`) or [`dot_gemms`], whatever the channel counts.
+#[cfg(test)]
+pub(crate) fn force_outer<R>(outer: bool, f: impl FnOnce() -> R) -> R {
+    let before = FORCE_OUTER.with(|c| c.replace(Some(outer)));
+    let r = f();
+    FORCE_OUTER.with(|c| c.set(before));
+    r
+}
+
+/// The weight gradient's 36 GEMMs as [`dot_gemms`] computes them, but
+/// through the forward pass's micro-kernel ([`block`]): per ξ, `z`'s rows
+/// packed `[row block][t][MR]` and `v`'s `[column block][t][NB]`
+/// (transposed: `t` the tile, now the depth), then `MR × NB` tiles of
+/// `du[ξ][o][c] = Σ_t z[o][t] · v[c][t]`, each a sum over the chunk's
+/// columns in order, added to what `du` holds when `accumulate`. No lane
+/// reductions, and each `v` panel is read once per row block from L2;
+/// the price is the transposition of both operands.
+#[allow(clippy::too_many_arguments)]
+fn outer_gemms(
+    level: CpuLevel,
+    o: usize,
+    c: usize,
+    z: &[f32],
+    v: &[f32],
+    blocks: usize,
+    accumulate: bool,
+    du: &mut [f32],
+) {
+    thread_local! {
+        /// The packed operands and one output tile, per rayon worker.
+        static PACKED: std::cell::RefCell<[Vec<f32>; 3]> = std::cell::RefCell::default();
+    }
+    let depth = blocks * NB;
+    let (row_blocks, col_blocks) = (o.div_ceil(MR), c.div_ceil(NB));
+    let (sz, sv) = (XI * o * NB, XI * c * NB);
+    assert!(z.len() >= blocks * sz && v.len() >= blocks * sv);
+    du[..XI * o * c]
+        .par_chunks_mut(o * c)
+        .enumerate()
+        .for_each(|(xi, dux)| {
+            PACKED.with(|cell| {
+                let [pa, pb, tile] = &mut *cell.borrow_mut();
+                fit(pa, row_blocks * depth * MR);
+                fit(pb, col_blocks * depth * NB);
+                fit(tile, MR * NB);
+                // Block by block, so that each block's writes stay in L1.
+                // Rows and columns past the edge repeat the last one;
+                // their sums are not stored.
+                for k in 0..blocks {
+                    for row in 0..row_blocks * MR {
+                        let src = &z[k * sz + (xi * o + row.min(o - 1)) * NB..][..NB];
+                        let dst = &mut pa[((row / MR) * depth + k * NB) * MR + row % MR..];
+                        for (t, &x) in src.iter().enumerate() {
+                            dst[t * MR] = x;
+                        }
+                    }
+                    for col in 0..col_blocks * NB {
+                        let src = &v[k * sv + (xi * c + col.min(c - 1)) * NB..][..NB];
+                        let dst = &mut pb[((col / NB) * depth + k * NB) * NB + col % NB..];
+                        for (t, &x) in src.iter().enumerate() {
+                            dst[t * NB] = x;
+                        }
+                    }
+                }
+                for jb in 0..col_blocks {
+                    let b = &pb[jb * depth * NB..][..depth * NB];
+                    for ib in 0..row_blocks {
+                        let a = &pa[ib * depth * MR..][..depth * MR];
+                        // SAFETY: `tile` holds `MR` rows of `NB` floats,
+                        // this thread's alone.
+                        unsafe { block(level, depth, a, b, tile.as_mut_ptr(), NB) };
+                        for (r, row) in tile.chunks_exact(NB).enumerate().take(o - ib * MR) {
+                            let at = (ib * MR + r) * c + jb * NB;
+                            let dst = &mut dux[at..][..NB.min(c - jb * NB)];
+                            for (d, &x) in dst.iter_mut().zip(row) {
+                                if accumulate {
+                                    *d += x;
+                                } else {
+                                    *d = x;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        });
+}
+
 /// Rows and columns of a [`dot_block`].
 const DR: usize = 4;
 
-/// The weight gradient's 36 GEMMs, one rayon task per ξ:
+/// The weight gradient's 36 GEMMs below [`OUTER_MIN_CHANNELS`], as
+/// blocks of dot products, one rayon task per ξ:
 /// `du[ξ][o][c] (+)= Σ_t z[t][o][ξ] · v[t][c][ξ]` over `blocks` column
 /// blocks of `z` (`[block][ξ][o][NB]`) and `v` (`[block][ξ][c][NB]`);
 /// added to what `du` holds when `accumulate`.
