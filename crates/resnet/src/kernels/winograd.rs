@@ -677,9 +677,11 @@ fn outer_gemms(
                 fit(pa, row_blocks * depth * MR);
                 fit(pb, col_blocks * depth * NB);
                 fit(tile, MR * NB);
-                // Block by block, so that each block's writes stay in L1.
+                // Column block by column block (64 tiles), so that the
+                // strided writes of one block's rows land close together.
                 // Rows and columns past the edge repeat the last one;
-                // their sums are not stored.
+                // their sums are not stored. Every element read below is
+                // written here first.
                 for k in 0..blocks {
                     for row in 0..row_blocks * MR {
                         let src = &z[k * sz + (xi * o + row.min(o - 1)) * NB..][..NB];
