@@ -707,19 +707,24 @@ fn outer_gemms(
                         unsafe { block(level, depth, a, b, tile.as_mut_ptr(), NB) };
                         for (r, row) in tile.chunks_exact(NB).enumerate().take(o - ib * MR) {
                             let at = (ib * MR + r) * c + jb * NB;
-                            let dst = &mut dux[at..][..NB.min(c - jb * NB)];
-                            for (d, &x) in dst.iter_mut().zip(row) {
-                                if accumulate {
-                                    *d += x;
-                                } else {
-                                    *d = x;
-                                }
-                            }
+                            store(&mut dux[at..][..NB.min(c - jb * NB)], row, accumulate);
                         }
                     }
                 }
             });
         });
+}
+
+/// `dst = src` (the first chunk's sums), or `dst += src` when
+/// `accumulate`, element by element over `dst`.
+fn store(dst: &mut [f32], src: &[f32], accumulate: bool) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        if accumulate {
+            *d += x;
+        } else {
+            *d = x;
+        }
+    }
 }
 
 /// Rows and columns of a [`dot_block`].
@@ -769,14 +774,11 @@ fn dot_gemms(
                     };
                     let acc = dot_block(level, &za, &vb);
                     for (r, row) in acc.iter().enumerate().take(o - ob) {
-                        let dst = &mut dux[(ob + r) * c + cb..][..DR.min(c - cb)];
-                        for (d, v) in dst.iter_mut().zip(row) {
-                            if accumulate {
-                                *d += *v;
-                            } else {
-                                *d = *v;
-                            }
-                        }
+                        store(
+                            &mut dux[(ob + r) * c + cb..][..DR.min(c - cb)],
+                            row,
+                            accumulate,
+                        );
                     }
                 }
             }
