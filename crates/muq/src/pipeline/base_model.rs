@@ -82,6 +82,15 @@ struct BaseModelKey<'a> {
     device: String,
     /// [`muq_resnet::kernels::compute_path`]: kernels and CPU level.
     compute: &'a str,
+    /// [`Kernels::revision`] where past 1 (left out at 1, so that the keys
+    /// of entries made before revisions existed stay what they were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernels_revision: Option<u32>,
+}
+
+/// [`BaseModelKey::kernels_revision`] of a model computed with `kernels`.
+fn kernels_revision(kernels: Kernels) -> Option<u32> {
+    Some(kernels.revision()).filter(|&r| r > 1)
 }
 
 /// Imports a user's checkpoint (`--base-model`), checking it against the
@@ -182,6 +191,7 @@ pub(crate) fn cached_or_trained(
         seed,
         device: device::describe(&opts.device),
         compute: compute.path,
+        kernels_revision: kernels_revision(compute.kernels),
     };
     let (model, training, cached) =
         load_or_train(cfg, &key, compute.kernels, data.trained_on(), opts)?;
@@ -344,4 +354,44 @@ fn load_cached(
     )
     .with_context(|| format!("reading {}", log.display()))?;
     Ok((model, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(compute: &str, kernels: Kernels) -> String {
+        let (model, train) = (
+            muq_resnet::ResNetConfig::default(),
+            muq_resnet::TrainConfig::default(),
+        );
+        serde_json::to_string(&BaseModelKey {
+            trained_data: "data",
+            model: &model,
+            train: &train,
+            seed: 7,
+            device: "cpu".into(),
+            compute,
+            kernels_revision: kernels_revision(kernels),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_revised_kernel_setting_changes_the_key_beyond_its_path() {
+        // Revision 1 adds nothing: entries cached before revisions existed
+        // keep their keys.
+        for kernels in [Kernels::Stock, Kernels::Muq] {
+            let k = key("muq/x86-64-v4", kernels);
+            assert!(!k.contains("kernels_revision"), "{k}");
+            assert!(k.ends_with(r#""compute":"muq/x86-64-v4"}"#), "{k}");
+        }
+        // Winograd's filter gradient changed its bits (revision 2): its
+        // older entries must not be served.
+        let k = key("winograd/x86-64-v4", Kernels::Winograd);
+        assert!(
+            k.ends_with(r#""compute":"winograd/x86-64-v4","kernels_revision":2}"#),
+            "{k}"
+        );
+    }
 }

@@ -91,6 +91,19 @@ impl Kernels {
         }
     }
 
+    /// The revision of this setting's arithmetic, raised whenever a change
+    /// to its kernels changes the bits they compute: [`compute_path`]
+    /// names the kernels and the CPU level, not the code, so caches key on
+    /// this too and never serve a model the current code would not
+    /// compute. 1 for `stock` and `muq`; 2 for `winograd`, whose filter
+    /// gradient sums outer products from 128 channels since 2026-12-03.
+    pub fn revision(self) -> u32 {
+        match self {
+            Kernels::Stock | Kernels::Muq => 1,
+            Kernels::Winograd => 2,
+        }
+    }
+
     /// Whether this setting runs muq's CPU kernels (where they apply): all
     /// but [`Kernels::Stock`].
     pub fn is_muq(self) -> bool {
