@@ -354,13 +354,12 @@ impl BatchNorm2d {
     fn forward_stock(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
         let c = x.dim(1)?;
         let shape = (1, c, 1, 1);
-        let w = param(&self.weight).reshape(shape)?;
-        let b = param(&self.bias).reshape(shape)?;
+        let (weight, bias) = (param(&self.weight), param(&self.bias));
         match mode {
             BnMode::Eval => {
                 let frozen = FrozenBn::new(
-                    &param(&self.weight),
-                    &param(&self.bias),
+                    &weight,
+                    &bias,
                     &self.running_mean.as_detached_tensor(),
                     &self.running_var.as_detached_tensor(),
                     self.eps,
@@ -377,8 +376,8 @@ impl BatchNorm2d {
                 let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
                 let inv_std = (&var + self.eps)?.sqrt()?.recip()?;
                 let y = centred
-                    .broadcast_mul(&inv_std.broadcast_mul(&w)?)?
-                    .broadcast_add(&b)?;
+                    .broadcast_mul(&inv_std.broadcast_mul(&weight.reshape(shape)?)?)?
+                    .broadcast_add(&bias.reshape(shape)?)?;
                 self.update_running(&mean.detach(), &var.detach(), count)?;
                 Ok(y)
             }

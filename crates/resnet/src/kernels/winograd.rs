@@ -64,9 +64,9 @@ const NB: usize = 64;
 const TARGET_COLUMNS: usize = 512;
 /// Smallest input and output channel count whose filter gradient runs
 /// on [`outer_gemms`] rather than [`dot_gemms`]: on the Xeon of
-/// `docs/benchmarks.md`, 25–30 % faster at 512 channels (4×4 planes),
-/// 10–20 % at 256, even at 128, 25 % slower at 64, where transposing the
-/// operands costs as much as the multiplies it speeds up.
+/// `docs/benchmarks.md`, about a third faster at 512 channels (4×4
+/// planes), a fifth at 256, a tenth at 128, and 25 % slower at 64, where
+/// transposing the operands costs more than the faster multiplies save.
 const OUTER_MIN_CHANNELS: usize = 128;
 /// Smallest channel count that takes this path (the stem's 3 channels
 /// make each GEMM too shallow to pay for the transforms).
@@ -128,7 +128,11 @@ pub(crate) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         fit(&mut b.m, cols * o * XI);
         fit(&mut b.u, XI * o * c);
         let level = dispatch();
-        let outer = outer_products(o, c);
+        let gemms = if outer_products(o, c) {
+            outer_gemms
+        } else {
+            dot_gemms
+        };
         let mut first = 0;
         while first < n {
             let count = per_chunk.min(n - first);
@@ -145,11 +149,7 @@ pub(crate) fn weight_grad(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                     row[lane..].fill(0.0);
                 }
             }
-            if outer {
-                outer_gemms(level, o, c, &b.m, &b.v, used / NB, first > 0, &mut b.u);
-            } else {
-                dot_gemms(level, o, c, &b.m, &b.v, used / NB, first > 0, &mut b.u);
-            }
+            gemms(level, o, c, &b.m, &b.v, used / NB, first > 0, &mut b.u);
             first += count;
         }
         untransform_filters(o, c, &b.u, &mut dw);
