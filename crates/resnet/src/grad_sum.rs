@@ -89,9 +89,9 @@ pub fn grad_sum(
     let mut batches = 0;
     for batch in data.batches(indices, opts.batch_size, device) {
         let (x, y) = batch?;
-        let logits = model.forward(&x, mode, dropout_rng.as_mut())?;
-        let loss = cross_entropy_sum(&logits, &y)?;
-        let g = Gradients::from_store(model, &loss.backward()?)?;
+        let pass = model.forward_recorded(&x, mode, dropout_rng.as_mut())?;
+        let loss = cross_entropy_sum(&pass.logits, &y)?;
+        let g = Gradients::from_store(model, &pass.backward(&loss)?)?;
         acc = Some(match acc {
             None => g,
             Some(a) => a.add(&g)?,

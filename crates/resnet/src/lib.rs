@@ -13,7 +13,10 @@
 //! - BatchNorm and SGD (momentum, weight decay) with PyTorch semantics;
 //! - [`train`] (or [`train_resumable`], which survives being stopped),
 //!   [`logits`] (incl. MC dropout), [`grad_sum`] (the building
-//!   block of unlearning) and safetensors [`checkpoint`]s.
+//!   block of unlearning) and safetensors [`checkpoint`]s;
+//! - a backward pass of its own through the convolutions and BatchNorms
+//!   ([`ResNet::forward_recorded`], [`Recorded::backward`], [`backward`]):
+//!   candle's bits without candle's zero-filled gradient accumulators.
 //!
 //! ```
 //! use candle_core::Device;
@@ -54,7 +57,9 @@ pub use grad_sum::{BnPolicy, GradSum, GradSumOptions, Reduction, grad_sum};
 pub use grads::{Gradients, ParamVector};
 pub use infer::{Logits, Passes, logits};
 pub use kernels::Kernels;
-pub use model::{BN_EPS, BnMode, Param, ParamKind, ResNet, ResNetConfig, cross_entropy_sum};
+pub use model::{
+    BN_EPS, BnMode, Param, ParamKind, Recorded, ResNet, ResNetConfig, backward, cross_entropy_sum,
+};
 pub use resume::Resume;
 pub use sgd::{Sgd, SgdConfig};
 pub use train::{

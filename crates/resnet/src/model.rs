@@ -11,6 +11,9 @@ use crate::init::{Init, fans};
 use crate::kernels::{self, Kernels};
 use crate::{ResnetError, Result};
 
+mod recorded;
+pub use recorded::{Recorded, backward};
+
 /// The architecture of a model: what a checkpoint must agree with.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -248,6 +251,17 @@ pub(crate) enum After<'a> {
     AddRelu(&'a Tensor),
 }
 
+impl<'a> After<'a> {
+    /// The kernels' name for this.
+    fn act(self) -> kernels::BnAct<'a> {
+        match self {
+            After::Nothing => kernels::BnAct::Identity,
+            After::Relu => kernels::BnAct::Relu,
+            After::AddRelu(r) => kernels::BnAct::AddRelu(r),
+        }
+    }
+}
+
 /// BatchNorm's ε, added to the variance before the square root (PyTorch's
 /// default): every BatchNorm of the model and its forward-mode pass
 /// ([`crate::jvp`]) use it.
@@ -307,39 +321,18 @@ impl BatchNorm2d {
         after: After<'_>,
         k: Kernels,
     ) -> Result<Tensor> {
-        if mode == BnMode::Train {
-            let (n, _, h, wd) = x.dims4()?;
-            if n * h * wd < 2 {
-                return Err(ResnetError::Config {
-                    field: "batch_size",
-                    reason: "BatchNorm in training mode needs more than one value per channel \
-                             (use a batch of at least 2)"
-                        .into(),
-                });
-            }
-        }
+        Self::check_batch(x, mode)?;
         if k.is_muq() && kernels::runs_on(x) {
-            let (weight, bias) = (param(&self.weight), param(&self.bias));
-            let params = kernels::BnParams {
-                weight: &weight,
-                bias: &bias,
-                running_mean: &param(self.running_mean.as_tensor()),
-                running_var: &param(self.running_var.as_tensor()),
-                eps: self.eps,
-            };
-            let act = match after {
-                After::Nothing => kernels::BnAct::Identity,
-                After::Relu => kernels::BnAct::Relu,
-                After::AddRelu(r) => kernels::BnAct::AddRelu(r),
-            };
-            let (y, stats) = kernels::batch_norm(x, &params, mode, act)?;
-            if let Some(s) = stats {
-                let (_, c, _, _) = x.dims4()?;
-                let dev = x.device();
-                let mean = Tensor::from_vec(s.mean, c, dev)?;
-                let var = Tensor::from_vec(s.var, c, dev)?;
-                self.update_running(&mean, &var, s.count)?;
-            }
+            let params = [
+                &self.weight,
+                &self.bias,
+                self.running_mean.as_tensor(),
+                self.running_var.as_tensor(),
+            ]
+            .map(param);
+            let (y, stats) =
+                kernels::batch_norm(x, &self.kernel_params(&params), mode, after.act())?;
+            self.absorb(x, stats)?;
             return Ok(y);
         }
         let y = self.forward_stock(x, mode)?;
@@ -351,6 +344,73 @@ impl BatchNorm2d {
     }
 
     /// candle's stock ops: BatchNorm composed of reductions and broadcasts.
+    /// `bn(x)` followed by `after` outside candle's graph, on muq's
+    /// kernels (`x` and the residual detached), recorded for muq's own
+    /// backward pass; running statistics updated as [`Self::forward`] does.
+    pub(crate) fn forward_recorded(
+        &self,
+        x: &Tensor,
+        mode: BnMode,
+        after: After<'_>,
+    ) -> Result<kernels::BnRecord> {
+        Self::check_batch(x, mode)?;
+        let params = [
+            &self.weight,
+            &self.bias,
+            self.running_mean.as_tensor(),
+            self.running_var.as_tensor(),
+        ]
+        .map(Tensor::detach);
+        let (rec, stats) =
+            kernels::batch_norm_recorded(x, &self.kernel_params(&params), mode, after.act())?;
+        self.absorb(x, stats)?;
+        Ok(rec)
+    }
+
+    /// A training-mode pass needs two values per channel.
+    fn check_batch(x: &Tensor, mode: BnMode) -> Result<()> {
+        if mode == BnMode::Train {
+            let (n, _, h, wd) = x.dims4()?;
+            if n * h * wd < 2 {
+                return Err(ResnetError::Config {
+                    field: "batch_size",
+                    reason: "BatchNorm in training mode needs more than one value per channel \
+                             (use a batch of at least 2)"
+                        .into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// γ, β and the running statistics as the kernels take them.
+    fn kernel_params<'a>(&self, p: &'a [Tensor; 4]) -> kernels::BnParams<'a> {
+        kernels::BnParams {
+            weight: &p[0],
+            bias: &p[1],
+            running_mean: &p[2],
+            running_var: &p[3],
+            eps: self.eps,
+        }
+    }
+
+    /// Folds a training-mode pass's batch statistics into the running ones.
+    fn absorb(&self, x: &Tensor, stats: Option<kernels::BatchStats>) -> Result<()> {
+        if let Some(s) = stats {
+            let (_, c, _, _) = x.dims4()?;
+            let dev = x.device();
+            let mean = Tensor::from_vec(s.mean, c, dev)?;
+            let var = Tensor::from_vec(s.var, c, dev)?;
+            self.update_running(&mean, &var, s.count)?;
+        }
+        Ok(())
+    }
+
+    /// γ and β (their gradients are looked up by these tensors).
+    pub(crate) fn affine(&self) -> [&Tensor; 2] {
+        [&self.weight, &self.bias]
+    }
+
     fn forward_stock(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
         let c = x.dim(1)?;
         let shape = (1, c, 1, 1);
@@ -675,6 +735,11 @@ impl ResNet {
         for block in &self.layers {
             h = block.forward(&h, bn, k)?;
         }
+        self.head(&h, dropout_rng)
+    }
+
+    /// Pooling, dropout and `fc`: the logits of `layer4`'s output `h`.
+    fn head(&self, h: &Tensor, dropout_rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
         let mut feat = h.mean((2, 3))?;
         if let Some(rng) = dropout_rng
             && self.config.dropout > 0.0

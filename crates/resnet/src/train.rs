@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::grads::Gradients;
 use crate::resume::{self, Resume};
-use crate::{BnMode, ResNet, ResnetError, Result, Sgd, SgdConfig, cross_entropy_sum};
+use crate::{BnMode, Recorded, ResNet, ResnetError, Result, Sgd, SgdConfig, cross_entropy_sum};
 
 /// How a model is trained (defaults: the spec's 3 epochs, batch 128 and
 /// SGD lr 0.01, momentum 0.9, weight decay 5e-4).
@@ -398,10 +398,10 @@ pub struct TrainStep {
     vars: Vec<Var>,
 }
 
-/// What [`TrainStep::forward`] computed: the logits and the summed and mean
-/// cross-entropy, still on the autograd graph.
+/// What [`TrainStep::forward`] computed: the recorded pass (logits) and the
+/// summed and mean cross-entropy, still on the autograd graph.
 pub struct StepForward {
-    logits: Tensor,
+    recorded: Recorded,
     loss_sum: Tensor,
     loss: Tensor,
 }
@@ -442,11 +442,11 @@ impl TrainStep {
         dropout_rng: Option<&mut ChaCha8Rng>,
     ) -> Result<StepForward> {
         let n = y.dim(0)?;
-        let logits = model.forward(x, BnMode::Train, dropout_rng)?;
-        let loss_sum = cross_entropy_sum(&logits, y)?;
+        let recorded = model.forward_recorded(x, BnMode::Train, dropout_rng)?;
+        let loss_sum = cross_entropy_sum(&recorded.logits, y)?;
         let loss = (&loss_sum / n as f64)?;
         Ok(StepForward {
-            logits,
+            recorded,
             loss_sum,
             loss,
         })
@@ -463,11 +463,11 @@ impl TrainStep {
         forward: StepForward,
         y: &Tensor,
     ) -> Result<StepBackward> {
-        let store = forward.loss.backward()?;
+        let logits = forward.recorded.logits.clone();
+        let store = forward.recorded.backward(&forward.loss)?;
         let grads = Gradients::from_store(model, &store)?;
         drop(store);
-        let hits = forward
-            .logits
+        let hits = logits
             .argmax(D::Minus1)?
             .eq(y)?
             .to_dtype(DType::F32)?

@@ -9,7 +9,9 @@
 
 use candle_core::{D, DType, Tensor, Var};
 use muq_data::{epoch_order, rng};
-use muq_resnet::{BnMode, Gradients, ResNet, Sgd, SgdConfig, cross_entropy_sum};
+use muq_resnet::{
+    BnMode, Gradients, Recorded, ResNet, Sgd, SgdConfig, backward, cross_entropy_sum,
+};
 use rand::Rng;
 use rand::seq::index;
 use rand_chacha::ChaCha8Rng;
@@ -66,9 +68,15 @@ impl<'m> Stepper<'m> {
         })
     }
 
-    /// One step down `loss` (a scalar reached through the model's
-    /// parameters) plus `l1·‖θ‖₁`; returns the value of `loss`.
-    fn step(&mut self, loss: &Tensor, l1: f64) -> Result<f64> {
+    /// One step down `loss` (a scalar built on the logits of `passes`, the
+    /// model's recorded forward passes) plus `l1·‖θ‖₁`; returns the value
+    /// of `loss`.
+    fn step(
+        &mut self,
+        loss: &Tensor,
+        passes: impl IntoIterator<Item = Recorded>,
+        l1: f64,
+    ) -> Result<f64> {
         let value = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
         if !value.is_finite() {
             return Err(UnlearnError::Diverged {
@@ -78,7 +86,7 @@ impl<'m> Stepper<'m> {
                 hint: "the loss is NaN/inf; lower lr",
             });
         }
-        let grads = Gradients::from_store(self.model, &loss.backward()?)?.into_tensors();
+        let grads = Gradients::from_store(self.model, &backward(loss, passes)?)?.into_tensors();
         let mut dirs = Vec::with_capacity(grads.len());
         for (i, (g, var)) in grads.into_iter().zip(&self.vars).enumerate() {
             let theta = var.as_detached_tensor();
@@ -276,15 +284,17 @@ fn relabel_train(
                     .filter(|&(&i, &y)| u32::from(true_labels[i]) == y)
                     .count();
                 let y = Tensor::from_vec(ys, batch.len(), &device)?;
-                let logits = model.forward(&x, BnMode::Train, Some(&mut dropout))?;
-                forget_sum += stepper.step(&ce_mean(&logits, &y)?, 0.0)? * batch.len() as f64;
+                let pass = model.forward_recorded(&x, BnMode::Train, Some(&mut dropout))?;
+                let loss = ce_mean(&pass.logits, &y)?;
+                forget_sum += stepper.step(&loss, [pass], 0.0)? * batch.len() as f64;
             }
             let mut retain_sum = 0.0;
             let order = epoch_order(ctx.retain, retain_seed, epoch);
             for batch in batches(&order, c.batch_size) {
                 let (x, y) = ctx.trained_on.batch(batch, &device)?;
-                let logits = model.forward(&x, BnMode::Train, Some(&mut dropout))?;
-                retain_sum += stepper.step(&ce_mean(&logits, &y)?, 0.0)? * batch.len() as f64;
+                let pass = model.forward_recorded(&x, BnMode::Train, Some(&mut dropout))?;
+                let loss = ce_mean(&pass.logits, &y)?;
+                retain_sum += stepper.step(&loss, [pass], 0.0)? * batch.len() as f64;
             }
             epochs.push(RelabelEpoch {
                 epoch: epoch + 1,
@@ -322,10 +332,10 @@ pub(crate) fn salun(c: &SalunConfig, ctx: &UnlearnContext<'_>) -> Result<Outcome
     let mut loss_sum = 0.0;
     for batch in ctx.forget.chunks(c.batch_size) {
         let (x, y) = ctx.forget_data.batch(batch, &device)?;
-        let logits = ctx.model.forward(&x, BnMode::Eval, None)?;
-        let sum = cross_entropy_sum(&logits, &y)?;
+        let pass = ctx.model.forward_recorded(&x, BnMode::Eval, None)?;
+        let sum = cross_entropy_sum(&pass.logits, &y)?;
         let loss = (&sum / batch.len() as f64)?;
-        let g = Gradients::from_store(ctx.model, &loss.backward()?)?;
+        let g = Gradients::from_store(ctx.model, &pass.backward(&loss)?)?;
         loss_sum += scalar(&sum)?;
         saliency = Some(match saliency {
             None => g,
@@ -386,9 +396,9 @@ pub(crate) fn scrub(c: &ScrubConfig, ctx: &UnlearnContext<'_>) -> Result<Outcome
                 for batch in batches(&order, c.forget_batch_size) {
                     let (x, _) = ctx.forget_data.batch(batch, &device)?;
                     let t = teacher.infer(&x, BnMode::Eval, None)?;
-                    let s = student.forward(&x, BnMode::Train, Some(&mut dropout))?;
-                    let kl = distill_kl(&s, &t, c.kd_t)?;
-                    sum -= stepper.step(&kl.neg()?, 0.0)? * batch.len() as f64;
+                    let s = student.forward_recorded(&x, BnMode::Train, Some(&mut dropout))?;
+                    let kl = distill_kl(&s.logits, &t, c.kd_t)?;
+                    sum -= stepper.step(&kl.neg()?, [s], 0.0)? * batch.len() as f64;
                     max_steps += 1;
                 }
                 images += ctx.forget.len();
@@ -401,13 +411,13 @@ pub(crate) fn scrub(c: &ScrubConfig, ctx: &UnlearnContext<'_>) -> Result<Outcome
             for batch in batches(&order, c.batch_size) {
                 let (x, y) = ctx.trained_on.batch(batch, &device)?;
                 let t = teacher.infer(&x, BnMode::Eval, None)?;
-                let s = student.forward(&x, BnMode::Train, Some(&mut dropout))?;
-                let ce = ce_mean(&s, &y)?;
-                let kl = distill_kl(&s, &t, c.kd_t)?;
+                let s = student.forward_recorded(&x, BnMode::Train, Some(&mut dropout))?;
+                let ce = ce_mean(&s.logits, &y)?;
+                let kl = distill_kl(&s.logits, &t, c.kd_t)?;
                 ce_sum += scalar(&ce)? * batch.len() as f64;
                 kl_sum += scalar(&kl)? * batch.len() as f64;
                 let loss = ((ce * c.ce_weight)? + (kl * c.kl_weight)?)?;
-                stepper.step(&loss, 0.0)?;
+                stepper.step(&loss, [s], 0.0)?;
                 min_steps += 1;
             }
             images += ctx.retain.len();
@@ -472,8 +482,9 @@ pub(crate) fn l1_sparse(c: &L1SparseConfig, ctx: &UnlearnContext<'_>) -> Result<
             let order = epoch_order(ctx.retain, retain_seed, epoch);
             for batch in batches(&order, c.batch_size) {
                 let (x, y) = ctx.trained_on.batch(batch, &device)?;
-                let logits = model.forward(&x, BnMode::Train, Some(&mut dropout))?;
-                ce_sum += stepper.step(&ce_mean(&logits, &y)?, alpha)? * batch.len() as f64;
+                let pass = model.forward_recorded(&x, BnMode::Train, Some(&mut dropout))?;
+                let loss = ce_mean(&pass.logits, &y)?;
+                ce_sum += stepper.step(&loss, [pass], alpha)? * batch.len() as f64;
             }
             epochs.push(L1Epoch {
                 epoch: epoch + 1,
@@ -534,15 +545,15 @@ pub(crate) fn neggrad_plus(c: &NegGradPlusConfig, ctx: &UnlearnContext<'_>) -> R
                 forget_pos = end;
                 let (xr, yr) = ctx.trained_on.batch(rb, &device)?;
                 let (xf, yf) = ctx.forget_data.batch(fb, &device)?;
-                let out_r = model.forward(&xr, BnMode::Train, Some(&mut dropout))?;
-                let out_f = model.forward(&xf, BnMode::Train, Some(&mut dropout))?;
-                let ce_r = ce_mean(&out_r, &yr)?;
-                let ce_f = ce_mean(&out_f, &yf)?;
+                let out_r = model.forward_recorded(&xr, BnMode::Train, Some(&mut dropout))?;
+                let out_f = model.forward_recorded(&xf, BnMode::Train, Some(&mut dropout))?;
+                let ce_r = ce_mean(&out_r.logits, &yr)?;
+                let ce_f = ce_mean(&out_f.logits, &yf)?;
                 retain_sum += scalar(&ce_r)? * rb.len() as f64;
                 forget_sum += scalar(&ce_f)? * fb.len() as f64;
                 forget_n += fb.len();
                 let loss = ((ce_r * c.alpha)? - (ce_f * (1.0 - c.alpha))?)?;
-                stepper.step(&loss, 0.0)?;
+                stepper.step(&loss, [out_r, out_f], 0.0)?;
             }
             images += ctx.retain.len() + forget_n;
             epochs.push(NegGradEpoch {

@@ -393,9 +393,9 @@ impl LogitModel for ResNetObjective<'_> {
             let n = x.dim(0)?;
             let u_b = u.narrow(0, offset, n)?.detach();
             offset += n;
-            let z = self.model.forward(&x, BnMode::Eval, None)?;
-            let inner = (z * u_b)?.sum_all()?;
-            let g = Gradients::from_store(self.model, &inner.backward()?)?;
+            let pass = self.model.forward_recorded(&x, BnMode::Eval, None)?;
+            let inner = (&pass.logits * u_b)?.sum_all()?;
+            let g = Gradients::from_store(self.model, &pass.backward(&inner)?)?;
             acc = Some(match acc {
                 None => g,
                 Some(a) => a.add(&g)?,

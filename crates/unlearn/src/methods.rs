@@ -213,9 +213,9 @@ fn gradient_ascent(c: &GradientAscentConfig, ctx: &UnlearnContext<'_>) -> Result
         let batch = &order[pos..end];
         pos = end;
         let (x, y) = ctx.forget_data.batch(batch, &device)?;
-        let logits = model.forward(&x, mode, dropout_rng.as_mut())?;
-        let loss = (cross_entropy_sum(&logits, &y)? / batch.len() as f64)?;
-        let grads = Gradients::from_store(&model, &loss.backward()?)?;
+        let pass = model.forward_recorded(&x, mode, dropout_rng.as_mut())?;
+        let loss = (cross_entropy_sum(&pass.logits, &y)? / batch.len() as f64)?;
+        let grads = Gradients::from_store(&model, &pass.backward(&loss)?)?;
         let loss = f64::from(loss.to_scalar::<f32>()?);
         if !loss.is_finite() || !grads.is_finite()? {
             return Err(UnlearnError::Diverged {

@@ -48,6 +48,7 @@ mod winograd;
 #[cfg(test)]
 pub(crate) use level::at_each_level;
 pub use level::{CPU_LEVEL_ENV, CpuLevel, CpuLevelError};
+pub(crate) use ops::{BnRecord, batch_norm_recorded, conv2d_backward};
 
 use std::fmt;
 use std::str::FromStr;

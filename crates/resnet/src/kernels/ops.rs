@@ -100,32 +100,55 @@ impl CustomOp2 for Conv2dOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
-        let g = conv_geom(x.dims(), w.dims(), self.stride, self.padding)?;
         // Nothing upstream of an input that is neither a variable nor
         // computed from one (the image batch) needs its gradient.
-        let dx = if x.track_op() {
-            let t = Instant::now();
-            let v = with_f32(w, |w| {
-                with_f32(&dy, |dy| Ok(input_grad(&g, w, dy, self.winograd)))
-            })?;
-            record(Kind::ConvInputGrad, t);
-            Some(tensor(v, x.dims())?)
-        } else {
-            None
-        };
-        let dw = if w.track_op() {
-            let t = Instant::now();
-            let v = with_f32(x, |x| {
-                with_f32(&dy, |dy| Ok(weight_grad(&g, x, dy, self.winograd)))
-            })?;
-            record(Kind::ConvWeightGrad, t);
-            Some(tensor(v, w.dims())?)
-        } else {
-            None
-        };
+        let (dx, dw) = conv2d_backward(
+            x,
+            w,
+            dy,
+            (self.stride, self.padding),
+            self.winograd,
+            (x.track_op(), w.track_op()),
+        )?;
+        let dw = dw.map(|v| tensor(v, w.dims())).transpose()?;
         Ok((dx, dw))
     }
+}
+
+/// The backward pass of [`Conv2dOp`], shared with muq's own backward pass
+/// ([`crate::Recorded`]): the input gradient when `want.0`, the filter
+/// gradient (as its values) when `want.1`.
+pub(crate) fn conv2d_backward(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    (stride, padding): (usize, usize),
+    winograd: bool,
+    want: (bool, bool),
+) -> Result<(Option<Tensor>, Option<Vec<f32>>)> {
+    let dy = dy.contiguous()?;
+    let g = conv_geom(x.dims(), w.dims(), stride, padding)?;
+    let dx = if want.0 {
+        let t = Instant::now();
+        let v = with_f32(w, |w| {
+            with_f32(&dy, |dy| Ok(input_grad(&g, w, dy, winograd)))
+        })?;
+        record(Kind::ConvInputGrad, t);
+        Some(tensor(v, x.dims())?)
+    } else {
+        None
+    };
+    let dw = if want.1 {
+        let t = Instant::now();
+        let v = with_f32(x, |x| {
+            with_f32(&dy, |dy| Ok(weight_grad(&g, x, dy, winograd)))
+        })?;
+        record(Kind::ConvWeightGrad, t);
+        Some(v)
+    } else {
+        None
+    };
+    Ok((dx, dw))
 }
 
 pub(super) fn conv2d(
@@ -338,6 +361,63 @@ pub(super) fn batch_norm(
     mode: BnMode,
     act: BnAct<'_>,
 ) -> Result<(Tensor, Option<BatchStats>)> {
+    let (y, batch, _) = batch_norm_op(x, p, mode, act)?;
+    Ok((y, batch))
+}
+
+/// A BatchNorm pass run outside candle's graph, holding what its backward
+/// pass reads: muq's own backward pass ([`crate::Recorded`]).
+pub(crate) struct BnRecord {
+    op: BnOp,
+    x: Tensor,
+    wb: Tensor,
+    /// The output (the next layer's input).
+    pub y: Tensor,
+}
+
+/// Gradients of a [`BnRecord`]'s pass: the input's, γ's and β's values
+/// (`[dγ; dβ]`, `2·C`), and the residual's for `relu(bn(x) + r)`.
+pub(crate) struct BnGrads {
+    pub dx: Tensor,
+    pub dwb: Vec<f32>,
+    pub dr: Option<Tensor>,
+}
+
+impl BnRecord {
+    /// The backward pass of the recorded op, the arithmetic of its custom
+    /// op's.
+    pub(crate) fn backward(&self, dy: &Tensor) -> Result<BnGrads> {
+        let (dx, dwb, dr) = self.op.bwd(&self.x, &self.wb, &self.y, dy)?;
+        Ok(BnGrads {
+            dx,
+            dwb: dwb.to_vec1::<f32>()?,
+            dr,
+        })
+    }
+}
+
+/// [`batch_norm`] on tensors that carry no graph (`x`, `p`'s and the
+/// residual detached), with the record of the pass.
+pub(crate) fn batch_norm_recorded(
+    x: &Tensor,
+    p: &BnParams<'_>,
+    mode: BnMode,
+    act: BnAct<'_>,
+) -> Result<(BnRecord, Option<BatchStats>)> {
+    let (y, batch, (op, x, wb)) = batch_norm_op(x, p, mode, act)?;
+    Ok((BnRecord { op, x, wb, y }, batch))
+}
+
+/// The pass behind [`batch_norm`] and [`batch_norm_recorded`]: the output,
+/// the batch statistics (training mode), and the op with its inputs for a
+/// backward pass of muq's own.
+#[allow(clippy::type_complexity)]
+fn batch_norm_op(
+    x: &Tensor,
+    p: &BnParams<'_>,
+    mode: BnMode,
+    act: BnAct<'_>,
+) -> Result<(Tensor, Option<BatchStats>, (BnOp, Tensor, Tensor))> {
     let x = x.contiguous()?;
     let g = BnOp::geom(x.dims())?;
     let stats = Arc::new(OnceLock::new());
@@ -360,12 +440,18 @@ pub(super) fn batch_norm(
         eps: p.eps,
         stats: stats.clone(),
     };
-    let y = match act {
-        BnAct::Identity => x.apply_op2(&wb, Bn2(op(bn::Act::Identity)))?,
-        BnAct::Relu => x.apply_op2(&wb, Bn2(op(bn::Act::Relu)))?,
+    let (y, act) = match act {
+        BnAct::Identity => (
+            x.apply_op2(&wb, Bn2(op(bn::Act::Identity)))?,
+            bn::Act::Identity,
+        ),
+        BnAct::Relu => (x.apply_op2(&wb, Bn2(op(bn::Act::Relu)))?, bn::Act::Relu),
         BnAct::AddRelu(r) => {
             let r = r.contiguous()?;
-            x.apply_op3(&wb, &r, Bn3(op(bn::Act::AddRelu)))?
+            (
+                x.apply_op3(&wb, &r, Bn3(op(bn::Act::AddRelu)))?,
+                bn::Act::AddRelu,
+            )
         }
     };
     let batch = if train {
@@ -380,5 +466,5 @@ pub(super) fn batch_norm(
     } else {
         None
     };
-    Ok((y, batch))
+    Ok((y, batch, (op(act), x, wb)))
 }
