@@ -23,7 +23,10 @@
 //!
 //! Both checks run for each of muq's settings: `muq` (GEMM convolutions)
 //! and `winograd` (Winograd F(4×4, 3×3) for the 3×3 stride-1 convolutions
-//! with ≥ 16 channels — at width 8, every stage but the first).
+//! with ≥ 16 channels — at width 8, every stage but the first). At every
+//! teacher-forced step muq's own backward pass
+//! ([`ResNet::forward_recorded`]) must also give candle's backward pass's
+//! loss and gradients on the same kernels to the bit.
 
 mod common;
 
@@ -122,6 +125,25 @@ fn loss_and_grad(
     (loss.to_scalar::<f32>().unwrap(), flat, grads)
 }
 
+/// [`loss_and_grad`] through [`ResNet::forward_recorded`] and muq's own
+/// backward pass.
+fn recorded_loss_and_grad(
+    model: &ResNet,
+    x: &candle_core::Tensor,
+    y: &candle_core::Tensor,
+) -> (f32, Vec<f32>) {
+    let n = y.dim(0).unwrap();
+    let pass = model.forward_recorded(x, BnMode::Train, None).unwrap();
+    let loss = (cross_entropy_sum(&pass.logits, y).unwrap() / n as f64).unwrap();
+    let grads = Gradients::from_store(model, &pass.backward(&loss).unwrap()).unwrap();
+    let flat = grads
+        .tensors()
+        .iter()
+        .flat_map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        .collect();
+    (loss.to_scalar::<f32>().unwrap(), flat)
+}
+
 /// One step of the teacher-forced comparison.
 struct Forced {
     stock_loss: f32,
@@ -154,6 +176,19 @@ fn teacher_forced(
         let saved = ResNet::from_tensors(&cfg, &model.state_dict().unwrap(), &Device::Cpu).unwrap();
         model.set_kernels(fast);
         let (muq_loss, gm, _) = loss_and_grad(&model, &x, &y);
+        model.load_from(&saved).unwrap();
+        // muq's own backward pass on the same kernels: candle's bits.
+        let (own_loss, own) = recorded_loss_and_grad(&model, &x, &y);
+        assert_eq!(own_loss.to_bits(), muq_loss.to_bits(), "step {step}: loss");
+        let differ = own
+            .iter()
+            .zip(&gm)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(
+            differ, 0,
+            "step {step}: {differ} gradient values of muq's own backward pass differ from candle's"
+        );
         model.load_from(&saved).unwrap();
         model.set_kernels(Kernels::Stock);
         let (stock_loss, gs, grads) = loss_and_grad(&model, &x, &y);
