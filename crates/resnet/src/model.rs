@@ -343,7 +343,6 @@ impl BatchNorm2d {
         })
     }
 
-    /// candle's stock ops: BatchNorm composed of reductions and broadcasts.
     /// `bn(x)` followed by `after` outside candle's graph, on muq's
     /// kernels (`x` and the residual detached), recorded for muq's own
     /// backward pass; running statistics updated as [`Self::forward`] does.
@@ -411,6 +410,7 @@ impl BatchNorm2d {
         [&self.weight, &self.bias]
     }
 
+    /// candle's stock ops: BatchNorm composed of reductions and broadcasts.
     fn forward_stock(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
         let c = x.dim(1)?;
         let shape = (1, c, 1, 1);
