@@ -117,6 +117,10 @@ impl ResNet {
     /// `loss.backward()`; the backward pass is faster and holds less
     /// memory.
     ///
+    /// Take the gradients with [`Recorded::backward`] (or [`backward`]):
+    /// `loss.backward()` alone stops at the head, and would leave every
+    /// convolution and BatchNorm parameter without a gradient.
+    ///
     /// # Errors
     /// As [`ResNet::forward`].
     pub fn forward_recorded(
