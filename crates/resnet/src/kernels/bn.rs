@@ -164,24 +164,57 @@ pub(crate) fn forward(
     unsafe { written_by(x.len(), fill) }
 }
 
+/// Where a backward pass's ReLU mask comes from, for one plane.
+#[derive(Clone, Copy)]
+enum Mask<'a> {
+    /// No ReLU ([`Act::Identity`]): `g = dy`.
+    Off,
+    /// The forward output's sign ([`Act::AddRelu`], whose pre-activation
+    /// also holds the residual): `g = dy` where `y > 0`.
+    Output(&'a [f32]),
+    /// Recomputed from the input with the forward pass's own arithmetic
+    /// ([`Act::Relu`]): `g = dy` where `(x − m)·scale + shift > 0`, which is
+    /// exactly where [`plane_forward`]'s output is positive — and saves
+    /// reading the output, a third of what the pass reads.
+    Input { scale: f32, shift: f32 },
+}
+
+/// `g` at one element: `d` where the mask is set.
+#[inline(always)]
+fn masked(mask: Mask<'_>, i: usize, x: f32, m: f32, d: f32) -> f32 {
+    let on = match mask {
+        Mask::Off => true,
+        Mask::Output(y) => y[i] > 0.0,
+        Mask::Input { scale, shift } => (x - m) * scale + shift > 0.0,
+    };
+    if on { d } else { 0.0 }
+}
+
 simd_fn! {
-    /// `(Σ g, Σ g·(x − m))` over one plane, `g = dy` masked by `y > 0` when
-    /// `mask` (written to `scratch` first, so that the reduction below has
-    /// no select in it and vectorises); 16 f32 lanes reduced in f64.
+    /// `(Σ g, Σ g·(x − m))` over one plane, `g = dy` masked as `mask` says
+    /// (written to `scratch` first, so that the reduction below has no
+    /// select in it and vectorises); 16 f32 lanes reduced in f64.
     fn plane_sums(
         xs: &[f32],
-        ys: &[f32],
         ds: &[f32],
         m: f32,
-        mask: bool,
+        mask: Mask<'_>,
         scratch: &mut Vec<f32>,
     ) -> (f64, f64) {
-        let gs: &[f32] = if mask {
-            scratch.clear();
-            scratch.extend(ys.iter().zip(ds).map(|(&y, &d)| if y > 0.0 { d } else { 0.0 }));
-            scratch
-        } else {
-            ds
+        let gs: &[f32] = match mask {
+            Mask::Off => ds,
+            Mask::Output(ys) => {
+                scratch.clear();
+                scratch.extend(ys.iter().zip(ds).map(|(&y, &d)| if y > 0.0 { d } else { 0.0 }));
+                scratch
+            }
+            Mask::Input { scale, shift } => {
+                scratch.clear();
+                scratch.extend(xs.iter().zip(ds).map(|(&x, &d)| {
+                    if (x - m) * scale + shift > 0.0 { d } else { 0.0 }
+                }));
+                scratch
+            }
         };
         simd::sum_and_dot_dev(gs, xs, m)
     }
@@ -189,37 +222,54 @@ simd_fn! {
 
 simd_fn! {
     /// One plane of the input gradient: `out = c1·g − c2 − c3·(x − m)`,
-    /// `g = dy` masked by `y > 0` when `mask`; and `dr = g` when given.
+    /// `g = dy` masked as `mask` says; and `dr = g` when given.
     fn plane_dx(
         out: &mut [MaybeUninit<f32>],
         dr: Option<&mut [MaybeUninit<f32>]>,
         xs: &[f32],
-        ys: &[f32],
         ds: &[f32],
-        mask: bool,
+        mask: Mask<'_>,
         consts: (f32, f32, f32, f32),
     ) {
         let (m, c1, c2, c3) = consts;
-        if mask {
-            for (((o, &x), &y), &d) in out.iter_mut().zip(xs).zip(ys).zip(ds) {
-                let gv = if y > 0.0 { d } else { 0.0 };
-                *o = MaybeUninit::new(c1 * gv - c2 - c3 * (x - m));
+        match mask {
+            Mask::Off => {
+                for ((o, &x), &d) in out.iter_mut().zip(xs).zip(ds) {
+                    *o = MaybeUninit::new(c1 * d - c2 - c3 * (x - m));
+                }
             }
-            if let Some(dr) = dr {
+            Mask::Output(ys) => {
+                for (((o, &x), &y), &d) in out.iter_mut().zip(xs).zip(ys).zip(ds) {
+                    let gv = if y > 0.0 { d } else { 0.0 };
+                    *o = MaybeUninit::new(c1 * gv - c2 - c3 * (x - m));
+                }
+            }
+            Mask::Input { scale, shift } => {
+                for ((o, &x), &d) in out.iter_mut().zip(xs).zip(ds) {
+                    let gv = if (x - m) * scale + shift > 0.0 { d } else { 0.0 };
+                    *o = MaybeUninit::new(c1 * gv - c2 - c3 * (x - m));
+                }
+            }
+        }
+        if let Some(dr) = dr {
+            if let Mask::Output(ys) = mask {
+                // The residual's case (`AddRelu`), as a plain zip.
                 for ((o, &y), &d) in dr.iter_mut().zip(ys).zip(ds) {
                     *o = MaybeUninit::new(if y > 0.0 { d } else { 0.0 });
                 }
-            }
-        } else {
-            for ((o, &x), &d) in out.iter_mut().zip(xs).zip(ds) {
-                *o = MaybeUninit::new(c1 * d - c2 - c3 * (x - m));
+            } else {
+                for (i, (o, (&x, &d))) in dr.iter_mut().zip(xs.iter().zip(ds)).enumerate() {
+                    *o = MaybeUninit::new(masked(mask, i, x, m, d));
+                }
             }
         }
     }
 }
 
 /// Gradients of [`forward`]: `(dx, [dγ; dβ], dr)`, `dr` only for
-/// [`Act::AddRelu`]. `y` is the forward output (its sign is the ReLU mask);
+/// [`Act::AddRelu`]. `y` is the forward output, whose sign is
+/// [`Act::AddRelu`]'s ReLU mask ([`Act::Relu`]'s is recomputed from `x`,
+/// see [`Mask`]);
 /// `train` selects the batch-statistics backward pass (the mean and
 /// variance depend on `x`) over the eval one (constants).
 #[allow(clippy::too_many_arguments)]
@@ -233,20 +283,28 @@ pub(crate) fn backward(
     dy: &[f32],
     train: bool,
 ) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
-    let gamma = &wb[..g.c];
-    let masked = act != Act::Identity;
+    let (gamma, beta) = wb.split_at(g.c);
     let (c, hw) = (g.c, g.hw);
+    // The ReLU mask of channel `ch` over `span` (see [`Mask`]).
+    let mask = |ch: usize, span: std::ops::Range<usize>| match act {
+        Act::Identity => Mask::Off,
+        Act::Relu => Mask::Input {
+            scale: gamma[ch] * s.invstd[ch],
+            shift: beta[ch],
+        },
+        Act::AddRelu => Mask::Output(&y[span]),
+    };
     // Pass 1 (per channel): Σ g and Σ g·(x − mean), g the masked gradient.
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
             let m = s.mean[ch];
             let (mut sg, mut sgx) = (0f64, 0f64);
-            let mut scratch = Vec::with_capacity(if masked { hw } else { 0 });
+            let mut scratch = Vec::with_capacity(if act == Act::Identity { 0 } else { hw });
             for i in 0..g.n {
                 let span = (i * c + ch) * hw..(i * c + ch + 1) * hw;
-                let (xs, ys, ds) = (&x[span.clone()], &y[span.clone()], &dy[span]);
-                let (a, b) = plane_sums(xs, ys, ds, m, masked, &mut scratch);
+                let (xs, ds) = (&x[span.clone()], &dy[span.clone()]);
+                let (a, b) = plane_sums(xs, ds, m, mask(ch, span), &mut scratch);
                 sg += a;
                 sgx += b;
             }
@@ -294,9 +352,8 @@ pub(crate) fn backward(
                     &mut dximg[local.clone()],
                     drimg.as_deref_mut().map(|d| &mut d[local]),
                     &x[span.clone()],
-                    &y[span.clone()],
-                    &dy[span],
-                    masked,
+                    &dy[span.clone()],
+                    mask(ch, span),
                     (s.mean[ch], c1, c2, c3),
                 );
             }

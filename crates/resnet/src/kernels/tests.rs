@@ -209,6 +209,53 @@ fn bn_run(dims: &[usize], seed: u64, mode: BnMode, after: u8, kernels: Kernels) 
     }
 }
 
+/// `relu(bn(x))`'s backward pass recomputes its ReLU mask from `x`; it
+/// must give, bit for bit, what the output's sign gives — here
+/// `relu(bn(x) + 0)`, whose mask is read from its output — in training
+/// and eval mode, at every level, with inputs that put some
+/// pre-activations exactly on zero.
+#[test]
+fn batch_norm_relu_mask_from_the_input_gives_the_outputs_bits() {
+    let g = bn::Geom { n: 3, c: 5, hw: 37 };
+    let len = g.n * g.c * g.hw;
+    let flat = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut x = flat(randn(&[len], 21));
+    // Channel 0 all one value, its batch and running mean: it centres to
+    // exactly zero, and its `β = 0` puts every pre-activation on zero.
+    for i in 0..g.n {
+        x[i * g.c * g.hw..][..g.hw].fill(0.75);
+    }
+    let dy = flat(randn(&[len], 22));
+    let wb: Vec<f32> = [1.5, -0.5, 0.25, 2.0, 1.0, 0.0, 0.3, -0.2, 0.1, 0.0].to_vec();
+    let zeros = vec![0f32; len];
+    at_each_level(|level| {
+        for train in [true, false] {
+            let s = if train {
+                bn::batch_stats(&g, &x, 1e-5)
+            } else {
+                bn::running_stats(
+                    &[0.75, -0.2, 0.0, 0.3, 0.05],
+                    &[1.0, 0.5, 2.0, 0.8, 1.2],
+                    1e-5,
+                )
+            };
+            let y = bn::forward(&g, &x, &wb, &s, bn::Act::Relu, None);
+            let y0 = bn::forward(&g, &x, &wb, &s, bn::Act::AddRelu, Some(&zeros));
+            assert_eq!(
+                y, y0,
+                "{level}, train {train}: relu(bn(x)) = relu(bn(x) + 0)"
+            );
+            assert!(y.contains(&0.0) && y.iter().any(|&v| v > 0.0));
+            let (dx, dwb, dr) = bn::backward(&g, &x, &wb, &s, bn::Act::Relu, &y, &dy, train);
+            let (dx0, dwb0, _) = bn::backward(&g, &x, &wb, &s, bn::Act::AddRelu, &y0, &dy, train);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert!(dr.is_none());
+            assert_eq!(bits(&dx), bits(&dx0), "{level}, train {train}: dx");
+            assert_eq!(bits(&dwb), bits(&dwb0), "{level}, train {train}: dγ, dβ");
+        }
+    });
+}
+
 #[test]
 fn batch_norm_matches_stock_values_gradients_and_running_stats() {
     let names = ["dx", "dγ", "dβ", "dresidual"];
