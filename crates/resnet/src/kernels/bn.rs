@@ -179,17 +179,6 @@ enum Mask<'a> {
     Input { scale: f32, shift: f32 },
 }
 
-/// `g` at one element: `d` where the mask is set.
-#[inline(always)]
-fn masked(mask: Mask<'_>, i: usize, x: f32, m: f32, d: f32) -> f32 {
-    let on = match mask {
-        Mask::Off => true,
-        Mask::Output(y) => y[i] > 0.0,
-        Mask::Input { scale, shift } => (x - m) * scale + shift > 0.0,
-    };
-    if on { d } else { 0.0 }
-}
-
 simd_fn! {
     /// `(Σ g, Σ g·(x − m))` over one plane, `g = dy` masked as `mask` says
     /// (written to `scratch` first, so that the reduction below has no
@@ -252,15 +241,13 @@ simd_fn! {
             }
         }
         if let Some(dr) = dr {
-            if let Mask::Output(ys) = mask {
-                // The residual's case (`AddRelu`), as a plain zip.
-                for ((o, &y), &d) in dr.iter_mut().zip(ys).zip(ds) {
-                    *o = MaybeUninit::new(if y > 0.0 { d } else { 0.0 });
-                }
-            } else {
-                for (i, (o, (&x, &d))) in dr.iter_mut().zip(xs.iter().zip(ds)).enumerate() {
-                    *o = MaybeUninit::new(masked(mask, i, x, m, d));
-                }
+            // Only `relu(bn(x) + r)` asks for `dr`, and its mask is the
+            // output's, as [`backward`] builds them.
+            let Mask::Output(ys) = mask else {
+                unreachable!("dr is asked for with the output's mask only")
+            };
+            for ((o, &y), &d) in dr.iter_mut().zip(ys).zip(ds) {
+                *o = MaybeUninit::new(if y > 0.0 { d } else { 0.0 });
             }
         }
     }
